@@ -1,0 +1,235 @@
+"""Every layer's Lipschitz constant, measured independently through autograd, against 1 and
+against the bound `tradeoff.certificates.lipschitz_bound` reports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import measured_linear_norm, measured_lipschitz
+from torch import nn
+
+from tradeoff import nn as lnn
+from tradeoff.certificates import lipschitz_bound
+
+BJORCK_TOL = 1e-3  # Björck stops at a tolerance
+AOL_TOL = 1e-5
+
+
+def _randomize(layer: nn.Module, seed: int = 0) -> nn.Module:
+    """Replace every free parameter by Gaussian noise: the constraint must hold for any value."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return layer
+
+
+def _bound_of(layer: nn.Module, shape: tuple[int, ...]) -> float:
+    return lipschitz_bound(nn.Sequential(layer), shape)
+
+
+def _covers(bound: float, measured: float) -> bool:
+    """The bound is at least the measurement, up to float64 rounding of the measurement."""
+    return bound >= measured * (1 - 1e-12)
+
+
+LINEAR_SHAPES = [(20, 50), (50, 20), (64, 64), (1568, 64), (64, 10)]
+
+
+@pytest.mark.parametrize("fan_in,fan_out", LINEAR_SHAPES)
+@pytest.mark.parametrize("randomize", [False, True])
+def test_spectral_linear_norm(fan_in, fan_out, randomize):
+    layer = lnn.SpectralLinear(fan_in, fan_out)
+    if randomize:
+        _randomize(layer)
+    norm = measured_linear_norm(layer, (fan_in,))
+    assert norm <= 1 + BJORCK_TOL
+    assert _covers(_bound_of(layer, (fan_in,)), norm)
+
+
+@pytest.mark.parametrize("fan_in,fan_out", LINEAR_SHAPES)
+def test_aol_linear_norm(fan_in, fan_out):
+    layer = _randomize(lnn.AOLLinear(fan_in, fan_out))
+    norm = measured_linear_norm(layer, (fan_in,))
+    assert norm <= 1 + AOL_TOL
+    assert _covers(_bound_of(layer, (fan_in,)), norm)
+
+
+CONV_CASES = [
+    # (in, out, kernel, stride, padding, size)
+    (1, 16, 3, 1, "same", (28, 28)),
+    (16, 32, 3, 1, "same", (14, 14)),
+    (8, 4, 3, 1, "same", (9, 11)),
+    (4, 8, 3, 2, "same", (28, 28)),
+    (4, 8, 3, 2, "same", (13, 13)),
+    (3, 6, 5, 1, "valid", (12, 12)),
+    (6, 6, 3, 2, "valid", (11, 12)),
+    (2, 4, 1, 1, "same", (8, 8)),
+]
+
+
+@pytest.mark.parametrize("c_in,c_out,k,stride,padding,size", CONV_CASES)
+@pytest.mark.parametrize("randomize", [False, True])
+def test_spectral_conv_norm(c_in, c_out, k, stride, padding, size, randomize):
+    layer = lnn.SpectralConv2d(c_in, c_out, k, stride, padding, input_size=size)
+    if randomize:
+        _randomize(layer)
+    shape = (c_in, *size)
+    norm = measured_linear_norm(layer, shape)
+    assert norm <= 1 + BJORCK_TOL
+    assert _covers(_bound_of(layer, shape), norm)
+
+
+@pytest.mark.parametrize("c_in,c_out,k,stride,padding,size", CONV_CASES)
+def test_aol_conv_norm(c_in, c_out, k, stride, padding, size):
+    layer = _randomize(lnn.AOLConv2d(c_in, c_out, k, stride, padding))
+    shape = (c_in, *size)
+    norm = measured_linear_norm(layer, shape)
+    assert norm <= 1 + AOL_TOL
+    assert _covers(_bound_of(layer, shape), norm)
+
+
+def test_deel_coefficient_alone_can_exceed_one_and_the_bound_sees_it():
+    """deel-lip's coefficient is an average over borders: a grey-image first layer exceeds 1.
+
+    With `exact_cap=False` (deel-lip as it is) the layer is 1.02-Lipschitz at 28×28; the bound
+    must report that, not an assumed 1.
+    """
+    layer = lnn.SpectralConv2d(1, 16, 3, input_size=(28, 28), exact_cap=False)
+    norm = measured_linear_norm(layer, (1, 28, 28))
+    assert norm > 1.01
+    assert _covers(_bound_of(layer, (1, 28, 28)), norm)
+
+
+PLAIN_CONVS = [
+    dict(padding=1),
+    dict(padding="same"),
+    dict(padding=0),
+    dict(padding=2, stride=2),
+    dict(padding=1, stride=(2, 1)),
+    dict(padding=2, dilation=2),
+    dict(padding=1, groups=2),
+    dict(padding=1, padding_mode="circular"),
+]
+
+
+@pytest.mark.parametrize("kwargs", PLAIN_CONVS)
+def test_conv_operator_bound_is_sound_and_tight(kwargs):
+    """Unconstrained convolutions: the FFT bound is above the measured norm and close to it."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, **kwargs)
+    shape = (4, 10, 12)
+    norm = measured_linear_norm(conv, shape, iters=500)
+    bound = _bound_of(conv, shape)
+    assert bound >= norm
+    if kwargs.get("padding_mode") == "circular":
+        assert bound == pytest.approx(norm, rel=1e-4)
+    else:
+        assert bound <= 1.15 * norm
+
+
+def test_conv_transpose_bound():
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(5, 3, 3, padding=1, bias=False)
+    norm = measured_linear_norm(conv, (5, 9, 9))
+    assert _covers(_bound_of(conv, (5, 9, 9)), norm)
+
+
+ACTIVATIONS = [
+    (lnn.GroupSort2(), (8, 5, 5)),
+    (lnn.GroupSort(4), (8, 3, 3)),
+    (lnn.GroupSort(2), (12,)),
+    (lnn.FullSort(), (6, 4, 4)),
+    (lnn.MaxMin(), (8, 4, 4)),
+    (lnn.MaxMin(), (10,)),
+    (_randomize(lnn.Householder(8)), (8, 4, 4)),
+    (_randomize(lnn.Householder(6), seed=3), (6,)),
+    (lnn.Abs(), (7,)),
+]
+
+
+@pytest.mark.parametrize("layer,shape", ACTIVATIONS, ids=lambda v: type(v).__name__)
+def test_activation_is_one_lipschitz(layer, shape):
+    measured = measured_lipschitz(layer, shape)
+    assert measured <= 1 + 1e-9
+    assert measured >= 1 - 1e-6  # gradient-norm preserving: the constant is attained
+    assert _covers(_bound_of(layer, shape), measured)
+
+
+def test_householder_default_equals_sorted_pairs():
+    x = torch.randn(5, 8)
+    h = lnn.Householder(8)
+    a, b = x.chunk(2, dim=1)
+    expected = torch.cat((torch.minimum(a, b), torch.maximum(a, b)), dim=1)
+    torch.testing.assert_close(h(x), expected)
+
+
+POOLS = [
+    (lnn.ScaledL2NormPool2d(2), (3, 8, 8), 1.0),
+    (lnn.ScaledL2NormPool2d(2), (3, 7, 9), 1.0),
+    (lnn.ScaledL2NormPool2d(3, stride=1), (2, 6, 6), 3.0),
+    (lnn.ScaledAvgPool2d(2), (3, 8, 8), 1.0),
+    (lnn.ScaledAvgPool2d(2, stride=1), (2, 6, 6), 2.0),
+    (lnn.ScaledGlobalAvgPool2d(), (3, 5, 7), 1.0),
+    (lnn.InvertibleDownsampling(2), (3, 8, 8), 1.0),
+    (nn.MaxPool2d(2), (3, 8, 8), 1.0),
+    (nn.MaxPool2d(3, stride=2), (2, 9, 9), 2.0),
+    (nn.AvgPool2d(2), (3, 8, 8), 0.5),
+]
+
+
+@pytest.mark.parametrize("layer,shape,expected", POOLS, ids=lambda v: type(v).__name__)
+def test_pooling_bounds(layer, shape, expected):
+    measured = measured_lipschitz(layer, shape)
+    bound = _bound_of(layer, shape)
+    assert bound == pytest.approx(expected)
+    assert measured <= bound * (1 + 1e-9)
+    if expected == 1.0:
+        assert measured >= 1 - 1e-6
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (lnn.SLLLinear(12), (12,)),
+        (lnn.SLLLinear(10, 24), (10,)),
+        (lnn.SLLConv2d(4), (4, 8, 8)),
+        (lnn.SLLConv2d(3, 8, kernel_size=5), (3, 7, 9)),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+@pytest.mark.parametrize("randomize", [False, True])
+def test_sll_residual_is_one_lipschitz(layer, shape, randomize):
+    if randomize:
+        _randomize(layer, seed=7)
+    measured = measured_lipschitz(layer, shape)
+    assert measured <= 1 + 1e-6
+    bound = _bound_of(layer, shape)
+    assert _covers(bound, measured)
+    assert bound <= 1 + 1e-4
+
+
+def test_sll_bound_detects_a_too_large_scaling():
+    """If T⁻¹ is larger than the theorem allows, the bound must grow beyond 1."""
+
+    class Loose(lnn.SLLLinear):
+        def scaling(self, weight=None):
+            base = super().scaling(weight)
+            return base * 1.5 if weight is None else base
+
+    layer = Loose(8)
+    assert _bound_of(layer, (8,)) == pytest.approx(2.0, rel=1e-4)
+    assert measured_lipschitz(layer, (8,)) <= _bound_of(layer, (8,))
+
+
+def test_sll_scaling_matches_the_paper_formula():
+    layer = _randomize(lnn.SLLLinear(5, 4), seed=2)
+    w, q = layer.weight.detach(), torch.exp(layer.log_q.detach())
+    gram = (w @ w.t()).abs()
+    expected = [
+        1 / sum(float(gram[i, j]) * float(q[j]) / float(q[i]) for j in range(4)) for i in range(4)
+    ]
+    torch.testing.assert_close(layer.scaling().detach(), torch.tensor(expected), rtol=1e-5, atol=0)
+    assert all(math.isfinite(v) for v in expected)

@@ -1,0 +1,38 @@
+"""Provably 1-Lipschitz layers: constrained linear and convolutional layers, activations,
+pooling and residual blocks, each with an exact or sound Lipschitz bound."""
+
+from .activations import Abs, FullSort, GroupSort, GroupSort2, Householder, MaxMin
+from .conv import AOLConv2d, LipschitzConv2d, SpectralConv2d
+from .linear import AOLLinear, SpectralLinear
+from .parametrizations import AOLRescale, SpectralBjorck, bjorck_orthonormalize, power_iteration
+from .pooling import (
+    InvertibleDownsampling,
+    ScaledAvgPool2d,
+    ScaledGlobalAvgPool2d,
+    ScaledL2NormPool2d,
+)
+from .residual import SLLConv2d, SLLLinear
+
+__all__ = [
+    "AOLConv2d",
+    "AOLLinear",
+    "AOLRescale",
+    "Abs",
+    "FullSort",
+    "GroupSort",
+    "GroupSort2",
+    "Householder",
+    "InvertibleDownsampling",
+    "LipschitzConv2d",
+    "MaxMin",
+    "SLLConv2d",
+    "SLLLinear",
+    "ScaledAvgPool2d",
+    "ScaledGlobalAvgPool2d",
+    "ScaledL2NormPool2d",
+    "SpectralBjorck",
+    "SpectralConv2d",
+    "SpectralLinear",
+    "bjorck_orthonormalize",
+    "power_iteration",
+]

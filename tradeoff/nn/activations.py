@@ -1,0 +1,112 @@
+"""Gradient-norm-preserving activations, each 1-Lipschitz in L2 (they act along channels)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
+
+
+class _OneLipschitz(nn.Module):
+    """Marker base: a parameter-free map that is a piecewise permutation, so exactly 1-Lipschitz."""
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
+        return 1.0
+
+
+class Abs(_OneLipschitz):
+    """Element-wise absolute value (gradient-norm preserving, 1-Lipschitz)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+
+class GroupSort(_OneLipschitz):
+    """Sorts channels (dim 1) in ascending order inside consecutive groups of `group_size`."""
+
+    def __init__(self, group_size: int = 2) -> None:
+        super().__init__()
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1 (got {group_size})")
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        n = self.group_size
+        if c % n:
+            raise ValueError(f"GroupSort({n}) needs a channel count divisible by {n} (got {c})")
+        if n == 1:
+            return x
+        g = x.unflatten(1, (c // n, n))
+        if n == 2:
+            a, b = g.unbind(2)
+            return torch.stack((torch.minimum(a, b), torch.maximum(a, b)), dim=2).flatten(1, 2)
+        return g.sort(dim=2).values.flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
+
+
+class GroupSort2(GroupSort):
+    """GroupSort with pairs: (min, max) of each pair of channels."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class FullSort(_OneLipschitz):
+    """Sorts all channels (dim 1) in ascending order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sort(dim=1).values
+
+
+class MaxMin(_OneLipschitz):
+    """Anil et al. (2019): splits channels in halves (a, b) and returns (max(a, b), min(a, b))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c % 2:
+            raise ValueError(f"MaxMin needs an even channel count (got {c})")
+        a, b = x.chunk(2, dim=1)
+        return torch.cat((torch.maximum(a, b), torch.minimum(a, b)), dim=1)
+
+
+class Householder(nn.Module):
+    """Householder activation (Singla et al., 2022), deel-lip's two-halves form.
+
+    Channels are split in halves (x1, x2); each pair z = (x1, x2) is kept when its projection on
+    the unit normal n(θ) = (sin θ/2, −cos θ/2) is <= 0 and reflected across the line n(θ)ᵀz = 0
+    otherwise. The map is continuous and piecewise orthogonal, hence 1-Lipschitz. θ is learnt
+    per pair; θ = π/2 (the default) makes it equal to a sorted pair, like MaxMin.
+    """
+
+    def __init__(self, channels: int, theta: float = math.pi / 2) -> None:
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f"Householder needs an even channel count (got {channels})")
+        self.channels = channels
+        self.theta = nn.Parameter(torch.full((channels // 2,), float(theta)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        theta = self.theta.view(shape)
+        selector = x1 * torch.sin(theta / 2) - x2 * torch.cos(theta / 2)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        y1 = x1 * cos + x2 * sin
+        y2 = x1 * sin - x2 * cos
+        keep = selector <= 0
+        return torch.cat((torch.where(keep, x1, y1), torch.where(keep, x2, y2)), dim=1)
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"

@@ -1,0 +1,220 @@
+"""Weight re-parametrizations that make a linear or convolutional layer at most 1-Lipschitz.
+
+Each class is a `torch.nn.utils.parametrize` module: registered on a standard `nn.Linear` or
+`nn.Conv2d`, it maps the free parameter to the constrained weight the layer uses. In training
+mode the constrained weight is recomputed once per forward (one training step); in eval mode
+it is computed once, without autograd, and cached until the parameter changes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .operator_norm import conv2d_operator_norm
+
+__all__ = [
+    "AOLRescale",
+    "CachedParametrization",
+    "SpectralBjorck",
+    "bjorck_orthonormalize",
+    "power_iteration",
+]
+
+
+class CachedParametrization(nn.Module):
+    """Base class: subclasses implement `compute(weight)`; eval mode caches its result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
+
+    def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _state_key(self, weight: torch.Tensor) -> tuple:
+        buffers = tuple((b.data_ptr(), b._version) for b in self.buffers())
+        return (weight.data_ptr(), weight._version, weight.dtype, weight.device, buffers)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._cache = None
+            return self.compute(weight)
+        key = self._state_key(weight)
+        if self._cache is None or self._cache_key != key:
+            with torch.no_grad():
+                self._cache = self.compute(weight)
+            self._cache_key = key
+        return self._cache
+
+    def train(self, mode: bool = True) -> CachedParametrization:
+        self._cache = None
+        return super().train(mode)
+
+
+@torch.no_grad()
+def power_iteration(
+    w: torch.Tensor, u: torch.Tensor, eps: float = 1e-3, max_iter: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leading singular vectors (u, v) of the matrix `w` (out, k), warm-started from `u`.
+
+    Stops when the update of `u` is smaller than `eps` in L2 norm, as deel-lip does.
+    """
+    for _ in range(max(max_iter, 1)):
+        v = F.normalize(w.t() @ u, dim=0)
+        new_u = F.normalize(w @ v, dim=0)
+        delta = torch.linalg.vector_norm(new_u - u)
+        u = new_u
+        if delta < eps:
+            break
+    return u, v
+
+
+def bjorck_orthonormalize(
+    w: torch.Tensor, eps: float = 1e-3, beta: float = 0.5, max_iter: int = 15
+) -> torch.Tensor:
+    """Björck iterations w <- (1 + beta) w - beta w wᵀ w, as in deel-lip.
+
+    Stops when the Frobenius norm of the update is below `eps`. With beta = 0.5 and an input of
+    spectral norm <= 2, each iteration maps every singular value s to 1.5 s - 0.5 s³ <= 1.
+    """
+    rows, cols = w.shape
+    for _ in range(max_iter):
+        if rows <= cols:
+            new_w = (1 + beta) * w - beta * (w @ w.t()) @ w
+        else:
+            new_w = (1 + beta) * w - beta * w @ (w.t() @ w)
+        delta = torch.linalg.matrix_norm((new_w - w).detach())
+        w = new_w
+        if delta < eps:
+            break
+    return w
+
+
+class SpectralBjorck(CachedParametrization):
+    """deel-lip's reshaped kernel orthogonalization: power iteration, Björck, then a coefficient.
+
+    The kernel is reshaped to (out, in·kh·kw); its largest singular value is estimated by power
+    iteration with a persistent vector `u` (warm start across steps); the matrix is divided by
+    (sigma + eps_spectral), orthonormalized by Björck iterations and multiplied by `coef` (the
+    deel-lip correction for convolutions, 1 for dense layers).
+
+    deel-lip's convolution coefficient is an average over border effects, not a worst case: with
+    few input channels (a first layer on grey images) the convolution it gives reaches 1.024 at
+    28×28. When `conv_geometry` is set (by `SpectralConv2d`), the coefficient is therefore capped
+    at 1 / (exact norm of the convolution operator), computed from the orthonormalized kernel at
+    every step without gradient, like deel-lip's own coefficient: the layer is then provably
+    1-Lipschitz and equal to deel-lip's wherever deel-lip's coefficient is already sound.
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        *,
+        eps_spectral: float = 1e-3,
+        eps_bjorck: float = 1e-3,
+        beta: float = 0.5,
+        max_power_iter: int = 10,
+        max_bjorck_iter: int = 15,
+        coef: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if eps_spectral <= 0:
+            raise ValueError(f"eps_spectral must be > 0 (got {eps_spectral})")
+        if eps_bjorck <= 0:
+            raise ValueError(f"eps_bjorck must be > 0 (got {eps_bjorck})")
+        if not 0 < beta <= 0.5:
+            raise ValueError(f"beta must be in (0, 0.5] for Björck to converge (got {beta})")
+        if max_power_iter < 1 or max_bjorck_iter < 1:
+            raise ValueError(
+                f"max_power_iter and max_bjorck_iter must be >= 1 "
+                f"(got {max_power_iter}, {max_bjorck_iter})"
+            )
+        self.eps_spectral = eps_spectral
+        self.eps_bjorck = eps_bjorck
+        self.beta = beta
+        self.max_power_iter = max_power_iter
+        self.max_bjorck_iter = max_bjorck_iter
+        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
+        self.register_buffer("coef", torch.tensor(float(coef)))
+        self.conv_geometry: dict | None = None
+
+    def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.reshape(weight.shape[0], -1)
+        u, v = power_iteration(w.detach(), self.u, self.eps_spectral, self.max_power_iter)
+        if self.training:
+            with torch.no_grad():
+                self.u.copy_(u)
+        sigma = torch.dot(u, w @ v)
+        w = w / (sigma + self.eps_spectral)
+        w = bjorck_orthonormalize(w, self.eps_bjorck, self.beta, self.max_bjorck_iter)
+        kernel = w.reshape(weight.shape)
+        coef = self.coef
+        if self.conv_geometry is not None:
+            with torch.no_grad():
+                norm = conv2d_operator_norm(kernel.detach(), **self.conv_geometry)
+                if float(coef) * norm > 1.0:
+                    coef = coef.new_tensor(1.0 / norm)
+        return kernel * coef
+
+    def extra_repr(self) -> str:
+        return (
+            f"eps_spectral={self.eps_spectral}, eps_bjorck={self.eps_bjorck}, beta={self.beta}, "
+            f"coef={float(self.coef):.4f}"
+        )
+
+
+class AOLRescale(CachedParametrization):
+    """Almost-orthogonal rescaling (Prach & Lampert, 2022): W ↦ W·diag(d).
+
+    d_i = (Σ_j |WᵀW|_ij)^(-1/2) bounds the spectral norm by 1 with no iteration. For a
+    convolution kernel, WᵀW is the Gram operator of the (unpadded, stride-1) convolution,
+    computed as the cross-correlation of the kernel with itself over all shifts; zero padding
+    and stride only remove terms, so the bound holds for them too.
+    """
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 2:
+            gram = (weight.t() @ weight).abs()
+            d = torch.rsqrt(gram.sum(dim=1).clamp_min(self.eps))
+            return weight * d.unsqueeze(0)
+        if weight.ndim == 4:
+            kh, kw = weight.shape[-2:]
+            kt = weight.transpose(0, 1)
+            gram = F.conv2d(kt, kt, padding=(kh - 1, kw - 1)).abs()
+            d = torch.rsqrt(gram.sum(dim=(1, 2, 3)).clamp_min(self.eps))
+            return weight * d.view(1, -1, 1, 1)
+        raise ValueError(
+            f"AOLRescale expects a 2-D or 4-D weight (got shape {tuple(weight.shape)})"
+        )
+
+
+def deel_conv_coefficient(
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    input_size: tuple[int, int],
+    padding: str,
+) -> float:
+    """deel-lip's correction of an orthonormal reshaped kernel for a convolution.
+
+    `same` padding, stride 1: deel-lip's zero-padding formula (an average over border effects,
+    not a worst case: the layer's exact norm may slightly exceed 1, which `lipschitz_bound`
+    measures). Stride > 1: 1 / sqrt(ceil(kh/sh)·ceil(kw/sw)). `valid`: 1 / sqrt(kh·kw).
+    """
+    kh, kw = kernel_size
+    sh, sw = stride
+    h, w = input_size
+    if padding == "valid":
+        return 1.0 / math.sqrt(kh * kw)
+    if sh * sw == 1:
+        kh2, kw2 = (kh - 1) / 2, (kw - 1) / 2
+        return math.sqrt((h * w) / ((kh * h - kh2 * (kh2 + 1)) * (kw * w - kw2 * (kw2 + 1))))
+    return math.sqrt(1.0 / (math.ceil(kh / sh) * math.ceil(kw / sw)))

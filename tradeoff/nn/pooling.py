@@ -1,0 +1,100 @@
+"""Pooling and downsampling layers with exact L2 Lipschitz constants.
+
+Windows of size k and stride s put each pixel in at most m = ceil(kh/sh)·ceil(kw/sw) windows;
+the scaled average and the L2-norm pools are then sqrt(m)-Lipschitz, exactly 1 when the windows
+do not overlap (stride = kernel size, the default).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "InvertibleDownsampling",
+    "ScaledAvgPool2d",
+    "ScaledGlobalAvgPool2d",
+    "ScaledL2NormPool2d",
+    "window_overlap",
+]
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def window_overlap(kernel_size: tuple[int, int], stride: tuple[int, int]) -> int:
+    """Most windows any one pixel belongs to."""
+    return math.ceil(kernel_size[0] / stride[0]) * math.ceil(kernel_size[1] / stride[1])
+
+
+class _WindowPool(nn.Module):
+    def __init__(
+        self, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None
+    ) -> None:
+        super().__init__()
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride) if stride is not None else self.kernel_size
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise ValueError(
+                f"kernel_size and stride must be >= 1 (got {self.kernel_size}, {self.stride})"
+            )
+        self.area = self.kernel_size[0] * self.kernel_size[1]
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
+        return math.sqrt(window_overlap(self.kernel_size, self.stride))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class ScaledAvgPool2d(_WindowPool):
+    """deel-lip's `ScaledAveragePooling2D`: average pooling times sqrt(kh·kw) (window sum / √n)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride) * math.sqrt(self.area)
+
+
+class ScaledL2NormPool2d(_WindowPool):
+    """deel-lip's `ScaledL2NormPooling2D`: the L2 norm of each window.
+
+    The square root is taken of max(sum of squares, eps²), which keeps the gradient finite on
+    all-zero windows and changes the value by at most eps; the map stays 1-Lipschitz.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int] = 2,
+        stride: int | tuple[int, int] | None = None,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__(kernel_size, stride)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sq = F.avg_pool2d(x.square(), self.kernel_size, self.stride) * self.area
+        return torch.sqrt(sq.clamp_min(self.eps**2))
+
+
+class ScaledGlobalAvgPool2d(nn.Module):
+    """Global average pooling times sqrt(H·W): (N, C, H, W) -> (N, C), exactly 1-Lipschitz."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return x.mean(dim=(-2, -1)) * math.sqrt(h * w)
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
+        return 1.0
+
+
+class InvertibleDownsampling(nn.PixelUnshuffle):
+    """Space-to-depth by `factor` (a permutation of the pixels): an isometry, 1-Lipschitz."""
+
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__(factor)
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
+        return 1.0

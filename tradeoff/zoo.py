@@ -1,0 +1,302 @@
+"""Model zoo: a registry of small builders with plain keyword options (timm style).
+
+`create("seed_conv", input_shape=(1, 28, 28), num_classes=10, layer="aol")` builds a model;
+`available()` lists the names. Every model is a `LipNet` (an `nn.Sequential` that remembers
+its input shape), so `tradeoff.certificates` can bound it layer by layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from . import nn as lnn
+
+__all__ = ["ACTIVATIONS", "LAYERS", "POOLINGS", "LipNet", "available", "create", "register"]
+
+LAYERS = ("spectral", "aol", "plain")
+ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
+    "groupsort2": lambda c: lnn.GroupSort2(),
+    "groupsort4": lambda c: lnn.GroupSort(4),
+    "fullsort": lambda c: lnn.FullSort(),
+    "maxmin": lambda c: lnn.MaxMin(),
+    "householder": lambda c: lnn.Householder(c),
+    "relu": lambda c: nn.ReLU(),
+    "abs": lambda c: lnn.Abs(),
+}
+POOLINGS = ("l2norm", "avg", "max", "invertible", "stride")
+
+
+class LipNet(nn.Sequential):
+    """An `nn.Sequential` built for inputs of `input_shape` (C, H, W) and `num_classes`."""
+
+    def __init__(self, *layers: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__(*layers)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = int(num_classes)
+
+
+_BUILDERS: dict[str, Callable[..., LipNet]] = {}
+
+
+def register(fn: Callable[..., LipNet]) -> Callable[..., LipNet]:
+    """Add a builder `fn(input_shape, num_classes, **options)` to the zoo under its name."""
+    _BUILDERS[fn.__name__] = fn
+    return fn
+
+
+def available() -> list[str]:
+    """Names of the registered models."""
+    return sorted(_BUILDERS)
+
+
+def options(name: str) -> dict[str, object]:
+    """The keyword options of model `name` with their defaults."""
+    sig = inspect.signature(_builder(name))
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.name not in ("input_shape", "num_classes")
+    }
+
+
+def _builder(name: str) -> Callable[..., LipNet]:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    return _BUILDERS[name]
+
+
+def create(
+    name: str,
+    input_shape: Sequence[int] = (1, 28, 28),
+    num_classes: int = 10,
+    **opts: object,
+) -> LipNet:
+    """Build model `name` for inputs (C, H, W) and `num_classes` classes."""
+    builder = _builder(name)
+    valid = options(name)
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
+            f"valid options: {', '.join(valid)}"
+        )
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes (got {input_shape})")
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2 (got {num_classes})")
+    return builder(shape, int(num_classes), **opts)
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)} (got {value!r})")
+
+
+def _activation(name: str, channels: int) -> nn.Module:
+    _check_choice("activation", name, tuple(ACTIVATIONS))
+    return ACTIVATIONS[name](channels)
+
+
+def _linear(layer: str, fan_in: int, fan_out: int, bias: bool = True) -> nn.Module:
+    _check_choice("layer", layer, LAYERS)
+    if layer == "spectral":
+        return lnn.SpectralLinear(fan_in, fan_out, bias=bias)
+    if layer == "aol":
+        return lnn.AOLLinear(fan_in, fan_out, bias=bias)
+    return nn.Linear(fan_in, fan_out, bias=bias)
+
+
+def _conv(
+    layer: str,
+    c_in: int,
+    c_out: int,
+    size: tuple[int, int],
+    kernel_size: int = 3,
+    stride: int = 1,
+) -> nn.Module:
+    _check_choice("layer", layer, LAYERS)
+    if layer == "spectral":
+        return lnn.SpectralConv2d(c_in, c_out, kernel_size, stride, "same", input_size=size)
+    if layer == "aol":
+        return lnn.AOLConv2d(c_in, c_out, kernel_size, stride, "same")
+    if stride == 1:
+        return nn.Conv2d(c_in, c_out, kernel_size, padding="same")
+    return nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2)
+
+
+def _downsample(
+    pooling: str, layer: str, activation: str, channels: int, size: tuple[int, int]
+) -> tuple[list[nn.Module], int, tuple[int, int]]:
+    """Layers that halve the resolution, with the channel count and size they produce."""
+    _check_choice("pooling", pooling, POOLINGS)
+    half = (size[0] // 2, size[1] // 2)
+    if min(half) < 1:
+        raise ValueError(f"input too small for another downsampling (feature map {size})")
+    if pooling == "l2norm":
+        return [lnn.ScaledL2NormPool2d(2)], channels, half
+    if pooling == "avg":
+        return [lnn.ScaledAvgPool2d(2)], channels, half
+    if pooling == "max":
+        return [nn.MaxPool2d(2)], channels, half
+    if pooling == "invertible":
+        if size[0] % 2 or size[1] % 2:
+            raise ValueError(
+                f"pooling='invertible' needs even feature-map sizes (got {size}); "
+                "choose another pooling or fewer stages"
+            )
+        return [lnn.InvertibleDownsampling(2)], channels * 4, half
+    strided = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+    conv = _conv(layer, channels, channels, size, 3, stride=2)
+    return [conv, _activation(activation, channels)], channels, strided
+
+
+def _ints(values: Sequence[int] | int) -> tuple[int, ...]:
+    return (int(values),) if isinstance(values, int) else tuple(int(v) for v in values)
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@register
+def seed_conv(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    layer: str = "spectral",
+    activation: str = "groupsort2",
+    pooling: str = "l2norm",
+    filters: Sequence[int] = (16, 32),
+    hidden: int = 64,
+) -> LipNet:
+    """The convolutional model of deel-lip's "Getting started 2".
+
+    conv 16 → GroupSort2 → L2-norm pool 2 → conv 32 → GroupSort2 → L2-norm pool 2 → Flatten →
+    dense 64 → GroupSort2 → dense K without bias; 3×3 `same` convolutions, orthogonal init.
+    """
+    c, h, w = input_shape
+    size = (h, w)
+    layers: list[nn.Module] = []
+    for f in _ints(filters):
+        layers += [_conv(layer, c, f, size), _activation(activation, f)]
+        pool, c, size = _downsample(pooling, layer, activation, f, size)
+        layers += pool
+    flat = c * size[0] * size[1]
+    layers += [
+        nn.Flatten(),
+        _linear(layer, flat, hidden),
+        _activation(activation, hidden),
+        _linear(layer, hidden, num_classes, bias=False),
+    ]
+    return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
+
+
+@register
+def seed_mlp(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    layer: str = "spectral",
+    activation: str = "groupsort2",
+    hidden: Sequence[int] = (64, 32),
+) -> LipNet:
+    """The MLP of deel-lip's "Getting started 1": Flatten → 64 → GroupSort2 → 32 → K (GroupSort2)."""
+    fan_in = input_shape[0] * input_shape[1] * input_shape[2]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in _ints(hidden):
+        layers += [_linear(layer, fan_in, width), _activation(activation, width)]
+        fan_in = width
+    layers.append(_linear(layer, fan_in, num_classes))
+    return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
+
+
+@register
+def lipconvnet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    width: int = 32,
+    depth: int = 2,
+    stages: int = 3,
+    layer: str = "spectral",
+    activation: str = "groupsort2",
+    pooling: str = "stride",
+    kernel_size: int = 3,
+    hidden: int = 0,
+) -> LipNet:
+    """A plain 1-Lipschitz ConvNet in the LipConvnet family (Singla & Feizi).
+
+    `stages` stages of `depth` convolutions each; the channel count starts at `width` and
+    doubles at every stage; each stage ends with a downsampling (`pooling`: a stride-2
+    convolution, an L2-norm, scaled-average or max pool, or an invertible downsampling).
+    An optional dense layer of `hidden` units precedes the linear head.
+    """
+    if width < 1 or depth < 1 or stages < 0:
+        raise ValueError(
+            f"width and depth must be >= 1 and stages >= 0 (got {width}, {depth}, {stages})"
+        )
+    c, h, w = input_shape
+    size = (h, w)
+    layers: list[nn.Module] = []
+    for stage in range(stages + 1):
+        channels = width * 2**stage
+        for _ in range(depth):
+            layers += [
+                _conv(layer, c, channels, size, kernel_size),
+                _activation(activation, channels),
+            ]
+            c = channels
+        if stage < stages:
+            pool, c, size = _downsample(pooling, layer, activation, c, size)
+            layers += pool
+    layers.append(nn.Flatten())
+    fan_in = c * size[0] * size[1]
+    if hidden:
+        layers += [_linear(layer, fan_in, hidden), _activation(activation, hidden)]
+        fan_in = hidden
+    layers.append(_linear(layer, fan_in, num_classes, bias=False))
+    return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
+
+
+@register
+def sll_net(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    width: int = 32,
+    depth: int = 2,
+    stages: int = 2,
+    inner_factor: int = 1,
+    layer: str = "aol",
+) -> LipNet:
+    """A residual network of SDP-based Lipschitz layers (SLL, Araujo et al., 2023).
+
+    A 3×3 stem convolution to `width` channels, then `stages` stages of `depth` SLL residual
+    convolutions (inner width `inner_factor`× the channels) each followed by an invertible
+    downsampling and a 1×1 convolution that doubles the channels, then `depth` more SLL layers
+    and a linear head. `layer` is the family of the stem, the 1×1 and the head.
+    """
+    if width < 1 or depth < 1 or stages < 0 or inner_factor < 1:
+        raise ValueError(
+            "width, depth and inner_factor must be >= 1 and stages >= 0 "
+            f"(got {width}, {depth}, {inner_factor}, {stages})"
+        )
+    c, h, w = input_shape
+    size = (h, w)
+    layers: list[nn.Module] = [_conv(layer, c, width, size)]
+    c = width
+    for stage in range(stages + 1):
+        layers += [lnn.SLLConv2d(c, c * inner_factor) for _ in range(depth)]
+        if stage < stages:
+            if size[0] % 2 or size[1] % 2:
+                raise ValueError(
+                    f"sll_net downsamples by 2 at each of its {stages} stages, so the feature "
+                    f"map must have even sizes (got {size}); use fewer stages or pad the input"
+                )
+            size = (size[0] // 2, size[1] // 2)
+            layers += [lnn.InvertibleDownsampling(2), _conv(layer, c * 4, c * 2, size, 1)]
+            c *= 2
+    layers += [nn.Flatten(), _linear(layer, c * size[0] * size[1], num_classes, bias=False)]
+    return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
