@@ -204,7 +204,7 @@ def seed_mlp(
     activation: str = "groupsort2",
     hidden: Sequence[int] = (64, 32),
 ) -> LipNet:
-    """The MLP of deel-lip's "Getting started 1": Flatten → 64 → GroupSort2 → 32 → K (GroupSort2)."""
+    """The MLP of deel-lip's "Getting started 1": Flatten → 64 → 32 → K with GroupSort2."""
     fan_in = input_shape[0] * input_shape[1] * input_shape[2]
     layers: list[nn.Module] = [nn.Flatten()]
     for width in _ints(hidden):
