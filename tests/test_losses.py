@@ -165,7 +165,7 @@ def test_offset_cross_entropy_by_hand() -> None:
 
 def test_offset_cross_entropy_defaults() -> None:
     loss = OffsetCrossEntropy()
-    assert loss.offset == pytest.approx(1.5 * math.sqrt(2))
+    assert loss.offset == pytest.approx(math.sqrt(2))
     assert loss.temperature == 0.25
     # offset 0, temperature 1 is plain cross-entropy
     plain = OffsetCrossEntropy(offset=0.0, temperature=1.0)(F3, Y_ALL)
