@@ -30,12 +30,38 @@ POOLINGS = ("l2norm", "avg", "max", "invertible", "stride")
 
 
 class LipNet(nn.Sequential):
-    """An `nn.Sequential` built for inputs of `input_shape` (C, H, W) and `num_classes`."""
+    """An `nn.Sequential` built for inputs of `input_shape` (C, H, W) and `num_classes`.
+
+    A model made by `create` remembers its recipe (`spec`), so it pickles as recipe plus
+    `state_dict` (parametrized modules cannot be pickled directly); `torch.save(model)` and
+    `mlflow.pytorch.log_model` therefore work.
+    """
 
     def __init__(self, *layers: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__(*layers)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
+        self.spec: tuple[str, dict[str, object]] | None = None
+
+    def __reduce__(self):
+        if self.spec is None:
+            return super().__reduce__()
+        name, opts = self.spec
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        return (_rebuild, (name, self.input_shape, self.num_classes, opts, state, self.training))
+
+
+def _rebuild(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    opts: dict[str, object],
+    state: dict[str, object],
+    training: bool,
+) -> LipNet:
+    model = create(name, input_shape=input_shape, num_classes=num_classes, **opts)
+    model.load_state_dict(state)
+    return model.train(training)
 
 
 _BUILDERS: dict[str, Callable[..., LipNet]] = {}
@@ -78,6 +104,7 @@ def create(
     builder = _builder(name)
     valid = options(name)
     unknown = sorted(set(opts) - set(valid))
+    opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()}
     if unknown:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
@@ -88,7 +115,9 @@ def create(
         raise ValueError(f"input_shape must be (C, H, W) with positive sizes (got {input_shape})")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be >= 2 (got {num_classes})")
-    return builder(shape, int(num_classes), **opts)
+    model = builder(shape, int(num_classes), **opts)
+    model.spec = (name, dict(opts))
+    return model
 
 
 # -- building blocks ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import measured_linear_norm, measured_lipschitz
+from lipschitz_measure import measured_linear_norm, measured_lipschitz
 from torch import nn
 
 from tradeoff import nn as lnn

@@ -1,0 +1,128 @@
+"""End to end through the real CLI: Hydra multirun → training → MLflow sqlite store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRADEOFF_TEST_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = _cli(["tradeoff-sweep", "quick", "train.threads=1"], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, proc
+
+
+def _runs(uri: str, experiment: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def test_quick_sweep_logs_parent_and_children(quick_sweep):
+    cwd, _ = quick_sweep
+    assert (cwd / "mlflow.db").exists()  # MLflow's default store, where the command ran
+    runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}", "quick")
+    parents = runs[runs["tags.tradeoff.role"] == "sweep"]
+    children = runs[runs["tags.tradeoff.role"] == "job"]
+    assert len(parents) == 1 and len(children) == 2
+    assert set(runs["status"]) == {"FINISHED"}
+    assert set(children["tags.mlflow.parentRunId"]) == {parents["run_id"].iloc[0]}
+    assert sorted(children["params.loss.tau"].astype(float)) == [3.0, 30.0]
+    assert set(
+        children["tags.run_name" if "tags.run_name" in children else "tags.mlflow.runName"]
+    ) == {
+        "tau_cce tau=3",
+        "tau_cce tau=30",
+    }
+    for column, value in {
+        "params.data.name": "digits",
+        "params.model.name": "seed_conv",
+        "tags.loss_family": "tau_cce",
+        "tags.dataset": "digits",
+        "tags.sweep": "quick",
+    }.items():
+        assert set(children[column]) == {value}
+    assert children["tags.config_hash"].nunique() == 2
+    for metric in ("test/accuracy", "val/accuracy", "test/cra_eps_0.5", "train/loss"):
+        assert children[f"metrics.{metric}"].between(0, 10).all(), metric
+    assert children["metrics.test/accuracy"].min() > 0.3
+    assert (children["metrics.test/mean_certificate"] > 0).all()
+    assert (
+        children["metrics.test/mean_certificate_correct"]
+        <= children["metrics.test/mean_certificate"] + 1e-9
+    ).all()
+
+
+def test_logged_model_reproduces_logged_accuracy(quick_sweep):
+    cwd, _ = quick_sweep
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    runs = _runs(uri, "quick")
+    child = runs[runs["tags.tradeoff.role"] == "job"].iloc[0]
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model(f"runs:/{child['run_id']}/model")
+    vanilla = mlflow.pytorch.load_model(f"runs:/{child['run_id']}/vanilla")
+    from tradeoff.data import load_dataset
+
+    data = load_dataset("digits", val_size=0.1, seed=0)
+    for m in (model, vanilla):
+        acc = float((m.eval()(data.test.x).argmax(1) == data.test.y).float().mean())
+        assert acc == pytest.approx(child["metrics.test/accuracy"], abs=1e-6)
+    client = MlflowClient(uri)
+    arts = {a.path for a in client.list_artifacts(child["run_id"])}
+    assert {"config.yaml", "certificates"} <= arts
+    local = client.download_artifacts(child["run_id"], "certificates/test.parquet", str(cwd))
+    certs = pd.read_parquet(local)
+    assert len(certs) == len(data.test.y)
+    assert certs["correct"].mean() == pytest.approx(child["metrics.test/accuracy"], abs=1e-6)
+    assert certs["certificate"].mean() == pytest.approx(
+        child["metrics.test/mean_certificate"], rel=1e-5
+    )
+
+
+def test_bad_override_fails_early_and_leaves_no_running_run(tmp_path):
+    proc = _cli(["tradeoff-train", "data=digits", "loss.tau=-1"], tmp_path)
+    assert proc.returncode != 0
+    assert "tau" in proc.stderr and "> 0" in proc.stderr
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        runs = _runs(f"sqlite:///{db}", "tradeoff")
+        assert "RUNNING" not in set(runs.get("status", []))
+
+
+def test_unknown_model_option_lists_valid_options(tmp_path):
+    proc = _cli(["tradeoff-train", "data=digits", "model.activation=gelu"], tmp_path)
+    assert proc.returncode != 0
+    assert "activation must be one of" in proc.stderr
+    assert "groupsort2" in proc.stderr
+
+
+def test_sweep_list_and_unknown_sweep(tmp_path):
+    proc = _cli(["tradeoff-sweep", "--list"], tmp_path)
+    assert proc.returncode == 0
+    for name in ("seed_table", "tau_grid", "hkr_grid", "quick"):
+        assert name in proc.stdout
+    proc = _cli(["tradeoff-sweep", "nope"], tmp_path)
+    assert proc.returncode != 0 and "available" in proc.stderr
+
+
+def test_module_entry_point_runs(tmp_path):
+    proc = _cli([sys.executable, "-m", "tradeoff.train", "--help"], tmp_path)
+    assert proc.returncode == 0

@@ -1,0 +1,383 @@
+"""The one place that talks to MLflow: experiments, sweep parent runs, job runs and artifacts.
+
+A sweep is an MLflow parent run created in the launching process (`SweepCallback`), its jobs
+are child runs (`mlflow.parentRunId`). Each job logs its whole resolved config as params, its
+metrics per epoch, the test metrics, per-sample certificates, the model and its vanilla export.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sqlite3
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+import pandas as pd
+import torch
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PARENT_RUN_ENV",
+    "RunTracker",
+    "SweepCallback",
+    "check_tracking_uri",
+    "config_hash",
+    "experiment_name",
+    "flatten",
+    "git_commit",
+    "resolve_tracking_uri",
+    "run_name",
+]
+
+PARENT_RUN_ENV = "TRADEOFF_PARENT_RUN_ID"
+PARENT_RUN_FILE = "mlflow_parent_run.json"
+# Keys that do not change what a run computes: left out of the config hash.
+_NON_SEMANTIC = ("tracking", "sweep", "hydra", "train.threads", "train.progress", "train.device")
+
+T = TypeVar("T")
+
+
+# -- configuration facts -----------------------------------------------------------------------
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """`tracking.uri`, else $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)."""
+    if configured:
+        return str(configured)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return "sqlite:///mlflow.db"
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail early, before any training, if the tracking store cannot be reached or written."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            raise ValueError(
+                f"tracking.uri={uri!r} is unreachable ({exc}); start the server "
+                "(`mlflow server --backend-store-uri ...`) or set tracking.uri to a reachable "
+                "one, e.g. sqlite:///mlflow.db"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.exists() or not os.access(folder, os.W_OK):
+            raise ValueError(
+                f"tracking.uri={uri!r}: folder {str(folder)!r} does not exist or is not "
+                "writable; create it or point tracking.uri elsewhere"
+            )
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """`tracking.experiment`, else the sweep's name, else "tradeoff"."""
+    return cfg.tracking.get("experiment") or cfg.get("sweep", {}).get("name") or "tradeoff"
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → {"loss.tau": "3.0", ...} with MLflow-safe string values."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
+    """Short hash of what a run computes (data, model, loss, optimiser, training, evaluation)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat = flatten(plain)
+    kept = {
+        k: v
+        for k, v in flat.items()
+        if not any(k == p or k.startswith(p + ".") for p in _NON_SEMANTIC)
+    }
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the tradeoff checkout, or "unknown" outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_SHORT = {"min_margin": "m", "alpha": "a", "tau": "tau", "offset": "o", "temperature": "t"}
+
+
+def run_name(loss_cfg: Mapping[str, Any]) -> str:
+    """A readable run name from the loss config: `tau_cce tau=3`, `hkr m=1 a=30`."""
+    family = str(loss_cfg.get("family", "loss"))
+    parts = [family]
+    for key in ("tau", "min_margin", "alpha", "offset", "temperature"):
+        if key in loss_cfg:
+            parts.append(f"{_SHORT[key]}={_fmt(loss_cfg[key])}")
+    return " ".join(parts)
+
+
+# -- resilience --------------------------------------------------------------------------------
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) or any(
+        s in text
+        for s in ("database is locked", "database is busy", "connection reset", "timed out")
+    )
+
+
+def with_retries(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """Call `fn`, retrying with jittered exponential backoff on transient store errors."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not _is_transient(exc):
+                raise
+            delay = min(0.2 * 2**attempt, 10.0) * (0.5 + random.random())
+            log.warning("MLflow store busy (%s); retrying in %.1fs", exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Id of experiment `name`, created if missing (restored if deleted)."""
+    exp = with_retries(client.get_experiment_by_name, name)
+    if exp is None:
+        try:
+            return with_retries(client.create_experiment, name)
+        except mlflow.exceptions.MlflowException:
+            exp = with_retries(client.get_experiment_by_name, name)  # created concurrently
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        with_retries(client.restore_experiment, exp.experiment_id)
+    return exp.experiment_id
+
+
+def _client(uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+
+class SweepCallback(Callback):
+    """Hydra callback: the sweep's MLflow parent run, created before any job starts.
+
+    Creating the store and the experiment here, once, also avoids several job processes
+    migrating a fresh sqlite database at the same time.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get(PARENT_RUN_ENV):
+            return  # an outer process already made the parent run
+        if config.hydra.sweeper.get("manages_mlflow_parent", False):
+            return  # the sweeper (e.g. the Optuna study sweeper) makes its own parent run
+        uri = resolve_tracking_uri(config.tracking.get("uri"))
+        check_tracking_uri(uri)
+        client = _client(uri)
+        exp_id = ensure_experiment(client, experiment_name(config))
+        sweep = config.get("sweep", {})
+        name = sweep.get("name") or "adhoc"
+        run = with_retries(
+            client.create_run,
+            exp_id,
+            run_name=f"sweep {name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={
+                "sweep": name,
+                "tradeoff.role": "sweep",
+                "git_commit": git_commit(),
+                "mlflow.source.git.commit": git_commit(),
+                "sweep_dir": str(config.hydra.sweep.dir),
+                "mlflow.note.content": sweep.get("description") or "",
+            },
+        )
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_RUN_FILE).write_text(
+            json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id, "uri": uri})
+        )
+        self._run_id, self._client = run.info.run_id, client
+        log.info(
+            "MLflow sweep run %s in experiment %r (%s)",
+            run.info.run_id,
+            experiment_name(config),
+            uri,
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        run_id = getattr(self, "_run_id", None)
+        if run_id is None:
+            return
+        with_retries(self._client.set_terminated, run_id, "FINISHED")
+        os.environ.pop(PARENT_RUN_ENV, None)
+
+
+def parent_run_id(sweep_dir: str | None) -> str | None:
+    """The sweep's parent run: from the environment, else from the sweep directory."""
+    if os.environ.get(PARENT_RUN_ENV):
+        return os.environ[PARENT_RUN_ENV]
+    if sweep_dir:
+        path = Path(sweep_dir) / PARENT_RUN_FILE
+        if path.exists():
+            return json.loads(path.read_text())["run_id"]
+    return None
+
+
+# -- one job -----------------------------------------------------------------------------------
+
+
+class RunTracker:
+    """An MLflow run for one training job: start, log as training goes, end with a status."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.uri = resolve_tracking_uri(cfg.tracking.get("uri"))
+        self.client = _client(self.uri)
+        self.parent_run_id = parent_run_id
+        self.tags = dict(tags or {})
+        self.run_id: str | None = None
+
+    def start(self) -> str:
+        plain = OmegaConf.to_container(self.cfg, resolve=True)
+        exp_id = ensure_experiment(self.client, experiment_name(self.cfg))
+        sweep = self.cfg.get("sweep", {}).get("name") or ""
+        tags = {
+            "sweep": sweep,
+            "loss_family": str(self.cfg.loss.get("family", "")),
+            "dataset": str(self.cfg.data.name),
+            "model": str(self.cfg.model.name),
+            "config_hash": config_hash(plain),
+            "git_commit": git_commit(),
+            "mlflow.source.git.commit": git_commit(),
+            "tradeoff.role": "job",
+            **self.tags,
+        }
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        trial = self.cfg.get("sweep", {}).get("trial")
+        if trial is not None:
+            tags["optuna.trial"] = str(trial)
+        run = with_retries(
+            self.client.create_run, exp_id, run_name=run_name(plain["loss"]), tags=tags
+        )
+        self.run_id = run.info.run_id
+        params = [
+            mlflow.entities.Param(k, v[:6000])
+            for k, v in flatten(plain).items()
+            if not k.startswith("hydra.")
+        ]
+        for i in range(0, len(params), 100):
+            with_retries(self.client.log_batch, self.run_id, params=params[i : i + 100])
+        with_retries(
+            self.client.log_text,
+            self.run_id,
+            OmegaConf.to_yaml(self.cfg, resolve=True),
+            "config.yaml",
+        )
+        # The run is also made MLflow's active run: `mlflow.pytorch.log_model` logs to it.
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.start_run(run_id=self.run_id)
+        return self.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [
+            mlflow.entities.Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if math.isfinite(float(v))
+        ]
+        with_retries(self.client.log_batch, self.run_id, metrics=batch)
+
+    def log_certificates(self, split: str, evaluation: Any) -> None:
+        """Per-sample certificates with label, prediction and correctness, as parquet."""
+        frame = pd.DataFrame(
+            {
+                "label": evaluation.labels.numpy(),
+                "prediction": evaluation.predictions.numpy(),
+                "correct": evaluation.correct.numpy(),
+                "certificate": evaluation.radii.numpy(),
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{split}.parquet"
+            frame.to_parquet(path)
+            with_retries(self.client.log_artifact, self.run_id, str(path), "certificates")
+
+    def log_models(self, model: torch.nn.Module, vanilla: torch.nn.Module) -> None:
+        """The model (loadable with mlflow.pytorch.load_model) and its vanilla export."""
+        from importlib.metadata import version
+
+        reqs = [f"torch>={torch.__version__.split('+')[0]}", f"tradeoff=={version('tradeoff')}"]
+        # Pickle format: the model keeps its parametrizations (LipNet pickles as recipe +
+        # state_dict); MLflow's default "pt2" traces a graph, which the data-dependent
+        # power-iteration loop cannot be.
+        quiet = logging.getLogger("mlflow.pytorch")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its warning about pickle is for untrusted sources
+        try:
+            for name, module in (("model", model), ("vanilla", vanilla)):
+                mlflow.pytorch.log_model(
+                    module.cpu(), name=name, pip_requirements=reqs, serialization_format="pickle"
+                )
+        finally:
+            quiet.setLevel(level)
+
+    def end(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
+        """Terminate the run; a failure records the error as a tag and in the run's note."""
+        if self.run_id is None:
+            return
+        if error is not None:
+            message = f"{type(error).__name__}: {error}"
+            with_retries(self.client.set_tag, self.run_id, "error", message[:5000])
+            with_retries(self.client.set_tag, self.run_id, "mlflow.note.content", message[:5000])
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            mlflow.end_run(status)
+        with_retries(self.client.set_terminated, self.run_id, status)
+
+
+__all__ += ["RunStatus", "ensure_experiment", "parent_run_id", "with_retries"]

@@ -1,0 +1,188 @@
+"""`tradeoff-train`: the Hydra task function that trains one configuration and logs it to MLflow.
+
+    tradeoff-train loss=hkr loss.alpha=30 loss.min_margin=1
+    tradeoff-train -m loss.tau=3,10,100           # a Hydra multirun: one MLflow child run each
+
+It returns the final validation and test metrics, so sweepers can optimise any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .export import export_vanilla
+from .loop import TrainingDiverged, fit, resolve_device
+from .paths import conf_dir
+from .tracking import RunTracker, check_tracking_uri, parent_run_id, resolve_tracking_uri
+
+log = logging.getLogger("tradeoff.train")
+
+__all__ = ["ConfigError", "Job", "build", "main", "run"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value, reported before any training."""
+
+
+@dataclass
+class Job:
+    """Everything a run needs, built and validated from the config."""
+
+    data: Any
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    eps: tuple[float, ...]
+
+
+def _check_train(cfg: DictConfig) -> None:
+    t = cfg.train
+    checks = [
+        ("train.epochs", t.epochs, isinstance(t.epochs, int) and t.epochs >= 1, "an integer >= 1"),
+        (
+            "train.batch_size",
+            t.batch_size,
+            isinstance(t.batch_size, int) and t.batch_size >= 1,
+            "an integer >= 1",
+        ),
+        ("train.seed", t.seed, isinstance(t.seed, int), "an integer"),
+        (
+            "train.threads",
+            t.threads,
+            t.threads is None or (isinstance(t.threads, int) and t.threads >= 1),
+            "null or an integer >= 1",
+        ),
+    ]
+    for key, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value!r} is invalid: it must be {allowed}")
+    for e in cfg.eval.eps:
+        if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
+            raise ConfigError(f"eval.eps contains {e!r}: radii must be finite numbers >= 0")
+
+
+def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except hydra.errors.InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{group}: {cause}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{group}: {exc}") from None
+
+
+def _threads(cfg: DictConfig) -> int:
+    """Intra-op threads: train.threads, else the cores divided between parallel jobs."""
+    if cfg.train.threads:
+        return int(cfg.train.threads)
+    jobs = 1
+    if HydraConfig.initialized():
+        launcher = HydraConfig.get().launcher
+        jobs = int(launcher.get("n_jobs", 1) or 1) if launcher is not None else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(jobs, 1))
+
+
+def build(cfg: DictConfig) -> Job:
+    """Validate the config and build data, model, loss and optimiser from it."""
+    _check_train(cfg)
+    try:
+        device = resolve_device(str(cfg.train.device))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    data = _instantiate("data", cfg.data)
+    torch.manual_seed(int(cfg.train.seed))
+    model = _instantiate(
+        "model", cfg.model, input_shape=data.input_shape, num_classes=data.num_classes
+    ).to(device)
+    loss = _instantiate("loss", cfg.loss)
+    make_optimizer = _instantiate("optim", cfg.optim)
+    try:
+        optimizer = make_optimizer(model.parameters())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"optim: {exc}") from None
+    return Job(data, model, loss, optimizer, device, tuple(float(e) for e in cfg.eval.eps))
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train one configuration, log it to MLflow, return its final metrics."""
+    torch.set_num_threads(_threads(cfg))
+    check_tracking_uri(resolve_tracking_uri(cfg.tracking.get("uri")))
+    job = build(cfg)
+    dev = job.device
+    split = {
+        name: (getattr(job.data, name).x.to(dev), getattr(job.data, name).y.to(dev))
+        for name in ("train", "val", "test")
+    }
+    sweep_dir = None
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep_dir = HydraConfig.get().sweep.dir
+    tracker = RunTracker(cfg, parent_run_id=parent_run_id(sweep_dir))
+    tracker.start()
+    log.info("MLflow run %s (%s)", tracker.run_id, tracker.uri)
+    try:
+        result = fit(
+            job.model,
+            job.loss,
+            job.optimizer,
+            split["train"],
+            split["val"],
+            split["test"],
+            epochs=int(cfg.train.epochs),
+            batch_size=int(cfg.train.batch_size),
+            seed=int(cfg.train.seed),
+            eps=job.eps,
+            on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
+            progress=cfg.train.progress,
+        )
+        final = {f"test/{k}": v for k, v in result.test.metrics.items()}
+        final["train/seconds"] = result.seconds
+        tracker.log_metrics(final, step=int(cfg.train.epochs))
+        tracker.log_certificates("test", result.test)
+        if cfg.tracking.get("log_model", True):
+            tracker.log_models(job.model, export_vanilla(job.model))
+    except KeyboardInterrupt as exc:
+        tracker.end("KILLED", exc)
+        raise
+    except Exception as exc:
+        tracker.end("FAILED", exc)
+        raise
+    tracker.end("FINISHED")
+    metrics = dict(result.history[-1])
+    metrics.update(final)
+    log.info(
+        "test accuracy %.4f, mean certificate %.4f",
+        final["test/accuracy"],
+        final["test/mean_certificate"],
+    )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def main(cfg: DictConfig) -> dict[str, float]:
+    """Console entry point (`tradeoff-train`)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except (ValueError, TrainingDiverged) as exc:
+        # Config, data and tracking errors name their own fix: one line, no traceback.
+        if multirun:
+            raise
+        print(f"tradeoff-train: error: {exc}", file=sys.stderr)
+        sys.exit(1 if isinstance(exc, TrainingDiverged) else 2)
+
+
+if __name__ == "__main__":
+    main()
