@@ -126,3 +126,60 @@ def test_sweep_list_and_unknown_sweep(tmp_path):
 def test_module_entry_point_runs(tmp_path):
     proc = _cli([sys.executable, "-m", "tradeoff.train", "--help"], tmp_path)
     assert proc.returncode == 0
+
+
+def test_killed_sweep_resumes_without_duplicates(tmp_path):
+    """SIGKILL a grid sweep mid-job, run it again: only the missing jobs train."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = [
+        "tradeoff-sweep",
+        "quick",
+        "loss.tau=1,3,30",
+        "train.threads=1",
+        "train.epochs=6",
+        "tracking.log_model=false",
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (tmp_path / "mlflow.db").exists():
+            continue
+        try:
+            runs = _runs(uri, "quick")
+        except Exception:
+            continue
+        jobs = runs[runs.get("tags.tradeoff.role", pd.Series(dtype=str)) == "job"]
+        if (jobs["status"] == "FINISHED").sum() >= 1 and (jobs["status"] == "RUNNING").sum() == 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+    proc.wait(timeout=60)
+    assert killed, "the sweep finished before it could be killed mid-job"
+    before = _runs(uri, "quick")
+    done_before = set(before.loc[before["status"] == "FINISHED", "tags.config_hash"].dropna())
+
+    again = _cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipping: this config already has FINISHED run" in again.stdout
+    runs = _runs(uri, "quick")
+    jobs = runs[runs["tags.tradeoff.role"] == "job"]
+    finished = jobs[jobs["status"] == "FINISHED"]
+    assert len(finished) == 3
+    assert finished["tags.config_hash"].is_unique  # nothing finished was trained twice
+    assert done_before <= set(finished["tags.config_hash"])
+    assert "RUNNING" not in set(runs["status"])  # the killed job was marked FAILED
+    assert (jobs["status"] == "FAILED").sum() == 1

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -28,7 +29,7 @@ import mlflow
 import pandas as pd
 import torch
 from hydra.experimental.callback import Callback
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -193,6 +194,64 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+# -- crash recovery ----------------------------------------------------------------------------
+
+
+def _process_tags() -> dict[str, str]:
+    return {"tradeoff.host": socket.gethostname(), "tradeoff.pid": str(os.getpid())}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs whose process, on this host, no longer exists.
+
+    Runs of other hosts are left alone (their process may be alive: several machines can
+    share one store); a run of this host is judged by its recorded pid.
+    """
+    host = socket.gethostname()
+    runs = with_retries(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`tradeoff.host` = '{host}'",
+        max_results=5000,
+    )
+    reaped = []
+    for run in runs:
+        pid = run.data.tags.get("tradeoff.pid", "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            note = f"process {pid} on {host} died while the run was RUNNING"
+            with_retries(client.set_tag, run.info.run_id, "error", note)
+            with_retries(client.set_terminated, run.info.run_id, "FAILED")
+            reaped.append(run.info.run_id)
+    if reaped:
+        log.warning("marked %d run(s) of dead processes as FAILED", len(reaped))
+    return reaped
+
+
+def find_finished(client: MlflowClient, experiment_id: str, cfg_hash: str) -> Run | None:
+    """A FINISHED job run of this experiment with config hash `cfg_hash`, if any."""
+    runs = with_retries(
+        client.search_runs,
+        [experiment_id],
+        filter_string=(
+            f"attributes.status = 'FINISHED' and tags.config_hash = '{cfg_hash}' "
+            "and tags.`tradeoff.role` = 'job'"
+        ),
+        max_results=1,
+        order_by=["attributes.end_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
 # -- sweeps ------------------------------------------------------------------------------------
 
 
@@ -221,6 +280,7 @@ class SweepCallback(Callback):
             tags={
                 "sweep": name,
                 "tradeoff.role": "sweep",
+                **_process_tags(),
                 "git_commit": git_commit(),
                 "mlflow.source.git.commit": git_commit(),
                 "sweep_dir": str(config.hydra.sweep.dir),
@@ -228,6 +288,7 @@ class SweepCallback(Callback):
             },
         )
         os.environ[PARENT_RUN_ENV] = run.info.run_id
+        reap_dead_runs(client, exp_id)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(
@@ -280,19 +341,33 @@ class RunTracker:
         self.tags = dict(tags or {})
         self.run_id: str | None = None
 
+    @functools.cached_property
+    def experiment_id(self) -> str:
+        return ensure_experiment(self.client, experiment_name(self.cfg))
+
+    @functools.cached_property
+    def config_hash(self) -> str:
+        return config_hash(OmegaConf.to_container(self.cfg, resolve=True))
+
+    def finished_twin(self) -> Run | None:
+        """A FINISHED run of the same config in this experiment (what resume skips to)."""
+        return find_finished(self.client, self.experiment_id, self.config_hash)
+
     def start(self) -> str:
         plain = OmegaConf.to_container(self.cfg, resolve=True)
-        exp_id = ensure_experiment(self.client, experiment_name(self.cfg))
+        exp_id = self.experiment_id
+        reap_dead_runs(self.client, exp_id)
         sweep = self.cfg.get("sweep", {}).get("name") or ""
         tags = {
             "sweep": sweep,
             "loss_family": str(self.cfg.loss.get("family", "")),
             "dataset": str(self.cfg.data.name),
             "model": str(self.cfg.model.name),
-            "config_hash": config_hash(plain),
+            "config_hash": self.config_hash,
             "git_commit": git_commit(),
             "mlflow.source.git.commit": git_commit(),
             "tradeoff.role": "job",
+            **_process_tags(),
             **self.tags,
         }
         if self.parent_run_id:
@@ -380,4 +455,11 @@ class RunTracker:
         with_retries(self.client.set_terminated, self.run_id, status)
 
 
-__all__ += ["RunStatus", "ensure_experiment", "parent_run_id", "with_retries"]
+__all__ += [
+    "RunStatus",
+    "ensure_experiment",
+    "find_finished",
+    "parent_run_id",
+    "reap_dead_runs",
+    "with_retries",
+]

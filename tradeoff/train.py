@@ -68,6 +68,9 @@ def _check_train(cfg: DictConfig) -> None:
     for key, value, ok, allowed in checks:
         if not ok:
             raise ConfigError(f"{key}={value!r} is invalid: it must be {allowed}")
+    resume = cfg.tracking.get("resume", "auto")
+    if resume not in (True, False, "auto"):
+        raise ConfigError(f"tracking.resume={resume!r} is invalid: it must be true, false or auto")
     for e in cfg.eval.eps:
         if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
             raise ConfigError(f"eval.eps contains {e!r}: radii must be finite numbers >= 0")
@@ -130,6 +133,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         sweep_dir = HydraConfig.get().sweep.dir
     tracker = RunTracker(cfg, parent_run_id=parent_run_id(sweep_dir))
+    resume = cfg.tracking.get("resume", "auto")
+    if resume is True or (resume == "auto" and sweep_dir is not None):
+        twin = tracker.finished_twin()
+        if twin is not None:
+            log.info("skipping: this config already has FINISHED run %s", twin.info.run_id)
+            return dict(twin.data.metrics)
     tracker.start()
     log.info("MLflow run %s (%s)", tracker.run_id, tracker.uri)
     try:
