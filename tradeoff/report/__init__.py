@@ -1,0 +1,34 @@
+"""Pareto report of MLflow experiments: runs as a DataFrame, their front, its hypervolume, a PDF.
+
+    from tradeoff.report import load_runs, pareto_front, hypervolume, build_report
+    runs = load_runs("tau_grid")                      # one row per FINISHED job run
+    runs[runs.on_front]                                # the accuracy–certificate front
+    build_report("tau_grid")                           # reports/tau_grid.pdf
+"""
+
+from .frame import (
+    DEFAULT_X,
+    DEFAULT_Y,
+    REFERENCE,
+    ReportError,
+    front_table,
+    hypervolume,
+    load_runs,
+    pareto_front,
+)
+from .pdf import build_report
+from .plots import FAMILY_COLOURS, PAGE_TITLES
+
+__all__ = [
+    "DEFAULT_X",
+    "DEFAULT_Y",
+    "FAMILY_COLOURS",
+    "PAGE_TITLES",
+    "REFERENCE",
+    "ReportError",
+    "build_report",
+    "front_table",
+    "hypervolume",
+    "load_runs",
+    "pareto_front",
+]

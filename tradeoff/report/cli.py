@@ -1,0 +1,67 @@
+"""`tradeoff-report EXPERIMENT [EXPERIMENT ...]`: the Pareto report of MLflow experiments as a PDF.
+
+    tradeoff-report tau_grid                       # reports/tau_grid.pdf (+ _front.png, _front.csv)
+    tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
+    tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .frame import DEFAULT_X, DEFAULT_Y, REFERENCE, ReportError
+from .pdf import build_report, outputs
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradeoff-report",
+        description="Write a PDF report of the accuracy-robustness Pareto front of the FINISHED "
+        "job runs of MLflow experiments (one per sweep), with a PNG of the front and a CSV of "
+        "the front table beside it.",
+    )
+    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
+                        help="MLflow experiment name(s), e.g. a sweep name such as tau_grid")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db in the current folder)")
+    parser.add_argument("--out", metavar="PATH",
+                        help="PDF to write (default: reports/<experiment>.pdf)")
+    parser.add_argument("--parent", metavar="RUN_ID",
+                        help="only the job runs of this sweep parent run")
+    parser.add_argument("--x", default=DEFAULT_X, metavar="METRIC",
+                        help=f"robustness objective, maximised (default: {DEFAULT_X})")
+    parser.add_argument("--y", default=DEFAULT_Y, metavar="METRIC",
+                        help=f"accuracy objective, maximised (default: {DEFAULT_Y})")
+    parser.add_argument("--reference", nargs=2, type=float, default=REFERENCE,
+                        metavar=("X", "Y"),
+                        help="hypervolume reference point (default: 0 0, the worst corner)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`tradeoff-report`): exit 0 on success, 1 with a message if the
+    runs cannot make a report, 2 for a bad command line."""
+    args = _parser().parse_args(argv)
+    try:
+        pdf = build_report(
+            args.experiments,
+            args.out,
+            tracking_uri=args.tracking_uri,
+            parent=args.parent,
+            x=args.x,
+            y=args.y,
+            reference=tuple(args.reference),
+        )
+    except ReportError as exc:
+        print(f"tradeoff-report: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    _, png, csv = outputs(pdf)
+    print(f"wrote {pdf}\n      {png}\n      {csv}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""Finished MLflow job runs as a pandas DataFrame, their Pareto front and its hypervolume.
+
+One row per FINISHED job run (tag `tradeoff.role=job`), with the columns `mlflow.search_runs`
+would give (`params.loss.tau`, `metrics.test/accuracy`, `tags.loss_family`, ...) plus a few
+plain ones (`run_id`, `experiment`, `status`, `run_name`, `loss_family`, `on_front`). The front
+and hypervolume come from `moocore`; both objectives are maximised.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import moocore
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DEFAULT_X",
+    "DEFAULT_Y",
+    "REFERENCE",
+    "ReportError",
+    "RunSelection",
+    "cra_columns",
+    "front_table",
+    "hyperparameters",
+    "hypervolume",
+    "load_runs",
+    "metric_column",
+    "pareto_front",
+    "radius_label",
+    "select_runs",
+]
+
+DEFAULT_X = "test/mean_certificate"
+DEFAULT_Y = "test/accuracy"
+# Hypervolume reference point: the worst possible corner for two maximised objectives that are
+# both >= 0 (accuracy, certificate radius, CRA). Points not better than it contribute nothing.
+REFERENCE: tuple[float, float] = (0.0, 0.0)
+
+_PAGE = 1000  # runs per search page
+
+
+class ReportError(ValueError):
+    """A problem with what the report was asked to read: the message says what and how to fix."""
+
+
+@dataclass
+class RunSelection:
+    """The FINISHED job runs of some experiments, and what was left out of them and why."""
+
+    runs: pd.DataFrame
+    experiments: list[str]
+    tracking_uri: str
+    parent: str | None = None
+    # experiment -> {status: count} of job runs that are not FINISHED (not counted).
+    not_finished: dict[str, dict[str, int]] = field(default_factory=dict)
+    client: Any = None  # the MlflowClient that read them, for artifacts and metric histories
+
+
+# -- store access ------------------------------------------------------------------------------
+
+
+def _resolve_uri(tracking_uri: str | None) -> str:
+    """`tracking_uri`, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def _check_store(uri: str) -> None:
+    """A local store must exist: opening a missing sqlite file would silently create one."""
+    parsed = urlparse(uri)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+    elif parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme == "file" else uri)
+    else:
+        return
+    if not path.exists():
+        raise ReportError(
+            f"no MLflow store at {uri!r} ({path} does not exist); run the report where the "
+            "sweep ran or pass --tracking-uri"
+        )
+
+
+def _client(uri: str):  # -> MlflowClient, imported lazily (mlflow is slow to import)
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _numeric_or_str(values: pd.Series) -> pd.Series:
+    """Params are strings in MLflow: make a column numeric when every value is a number."""
+    converted = pd.to_numeric(values, errors="coerce")
+    if converted[values.notna()].notna().all() and values.notna().any():
+        return converted
+    return values
+
+
+def _rows(client, experiment_ids: list[str], parent: str | None) -> list[dict]:
+    """Every job run of the experiments (any status), one flat dict each."""
+    filters = ["tags.`tradeoff.role` = 'job'"]
+    if parent:
+        filters.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+    rows: list[dict] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=" and ".join(filters),
+            max_results=_PAGE,
+            page_token=token,
+        )
+        for run in page:
+            info, data = run.info, run.data
+            tags = data.tags
+            row: dict = {
+                "run_id": info.run_id,
+                "experiment_id": info.experiment_id,
+                "status": info.status,
+                "run_name": info.run_name or tags.get("mlflow.runName", ""),
+                "loss_family": tags.get("loss_family") or data.params.get("loss.family", ""),
+                "parent_run_id": tags.get("mlflow.parentRunId"),
+                "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
+                "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True)
+                if info.end_time
+                else pd.NaT,
+            }
+            row.update({f"params.{k}": v for k, v in data.params.items()})
+            row.update({f"metrics.{k}": v for k, v in data.metrics.items()})
+            row.update({f"tags.{k}": v for k, v in tags.items()})
+            rows.append(row)
+        token = page.token
+        if not token:
+            return rows
+
+
+def select_runs(
+    experiments: str | Sequence[str],
+    tracking_uri: str | None = None,
+    parent: str | None = None,
+) -> RunSelection:
+    """Read the job runs of `experiments`; raise ReportError for an unknown experiment, an
+    unknown parent run, or an experiment without any FINISHED job run."""
+    names = [experiments] if isinstance(experiments, str) else list(dict.fromkeys(experiments))
+    if not names:
+        raise ReportError("give at least one experiment name")
+    uri = _resolve_uri(tracking_uri)
+    _check_store(uri)
+    client = _client(uri)
+    ids: dict[str, str] = {}
+    for name in names:
+        exp = client.get_experiment_by_name(name)
+        if exp is None or exp.lifecycle_stage == "deleted":
+            known = sorted(
+                e.name for e in client.search_experiments() if e.name != "Default"
+            )
+            hint = ", ".join(known) if known else "none"
+            state = "is deleted" if exp is not None else "not found"
+            raise ReportError(f"experiment {name!r} {state} in {uri}; experiments there: {hint}")
+        ids[name] = exp.experiment_id
+    if parent:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            parent_run = client.get_run(parent)
+        except MlflowException:
+            raise ReportError(f"parent run {parent!r} not found in {uri}") from None
+        if parent_run.info.experiment_id not in ids.values():
+            raise ReportError(
+                f"parent run {parent!r} belongs to experiment id {parent_run.info.experiment_id}, "
+                f"not to {', '.join(names)}"
+            )
+    rows = _rows(client, list(ids.values()), parent)
+    by_id = {v: k for k, v in ids.items()}
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run_id", "experiment_id", "status"])
+    frame.insert(1, "experiment", frame["experiment_id"].map(by_id))
+    not_finished: dict[str, dict[str, int]] = {}
+    for name in names:
+        mine = frame[frame["experiment"] == name]
+        others = mine[mine["status"] != "FINISHED"]["status"].value_counts()
+        not_finished[name] = {str(k): int(v) for k, v in others.items()}
+        if not (mine["status"] == "FINISHED").any():
+            where = f" under parent run {parent}" if parent else ""
+            what = ", ".join(f"{v} {k}" for k, v in not_finished[name].items()) or "none at all"
+            raise ReportError(
+                f"experiment {name!r} has no FINISHED job runs{where} (job runs: {what}); "
+                "run a sweep into it first, e.g. `tradeoff-sweep quick`"
+            )
+    finished = frame[frame["status"] == "FINISHED"].copy()
+    order = {name: i for i, name in enumerate(names)}
+    finished["_order"] = finished["experiment"].map(order)
+    finished = finished.sort_values(["_order", "start_time"], kind="stable").drop(columns="_order")
+    finished = finished.dropna(axis=1, how="all").reset_index(drop=True)
+    for col in [c for c in finished.columns if c.startswith("params.")]:
+        finished[col] = _numeric_or_str(finished[col])
+    return RunSelection(finished, names, uri, parent, not_finished, client)
+
+
+# -- metrics, front, hypervolume ---------------------------------------------------------------
+
+
+def metric_column(df: pd.DataFrame, name: str, *, required: bool = True) -> str:
+    """The column of metric `name` (`test/accuracy` or `metrics.test/accuracy`); ReportError
+    naming the available metrics when no run has it (with `required=False`: when there is no
+    such column at all, so an empty selection is not an error)."""
+    for col in (name, f"metrics.{name}"):
+        if col in df.columns and (not required or df[col].notna().any()):
+            return col
+    available = sorted(c.removeprefix("metrics.") for c in df.columns if c.startswith("metrics."))
+    shown = [m for m in available if m.startswith("test/")] or available
+    raise ReportError(
+        f"no run has metric {name.removeprefix('metrics.')!r}; metrics the runs have: "
+        + (", ".join(shown) or "none")
+    )
+
+
+def _points(df: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """(finite-row mask, the n×2 array of those rows' (x, y))."""
+    columns = [metric_column(df, x, required=False), metric_column(df, y, required=False)]
+    xy = df[columns].astype(float).to_numpy()
+    mask = np.isfinite(xy).all(axis=1) if len(xy) else np.zeros(0, dtype=bool)
+    return mask, xy[mask]
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """True for the runs no other run dominates with both `x` and `y` maximised.
+
+    Rows missing either metric are False. Duplicated front points are all kept (neither
+    dominates the other), so runs with identical results are all marked on the front.
+    """
+    mask, points = _points(df, x, y)
+    out = np.zeros(len(df), dtype=bool)
+    if len(points):
+        out[mask] = moocore.is_nondominated(points, maximise=True, keep_weakly=True)
+    return pd.Series(out, index=df.index, name="on_front")
+
+
+def hypervolume(
+    df: pd.DataFrame, x: str, y: str, reference: Iterable[float] = REFERENCE
+) -> float:
+    """Area dominated by the runs' (x, y), both maximised, and bounded below by `reference`.
+
+    The default reference (0, 0) is the worst corner for accuracy and certificate radii;
+    points not strictly better than the reference in both objectives add nothing.
+    """
+    ref = [float(v) for v in reference]
+    if len(ref) != 2 or not all(math.isfinite(v) for v in ref):
+        raise ReportError(f"the hypervolume reference must be two finite numbers, got {ref}")
+    _, points = _points(df, x, y)
+    if not len(points):
+        return 0.0
+    return float(moocore.hypervolume(points, ref=ref, maximise=True))
+
+
+def load_runs(
+    experiments: str | Sequence[str],
+    tracking_uri: str | None = None,
+    parent: str | None = None,
+    *,
+    x: str = DEFAULT_X,
+    y: str = DEFAULT_Y,
+) -> pd.DataFrame:
+    """One row per FINISHED job run of `experiments` (children of `parent` if given).
+
+    Columns: run_id, experiment, experiment_id, status, run_name, loss_family, parent_run_id,
+    start_time, end_time, `params.*` (numeric where every value is a number), `metrics.*`
+    (the last value logged), `tags.*`, and `on_front`: whether the run is on the Pareto front
+    of (`x`, `y`) over all the runs (False when `x` or `y` is missing). Raises ReportError.
+    """
+    runs = select_runs(experiments, tracking_uri, parent).runs
+    for name in (x, y):
+        metric_column(runs, name)
+    runs["on_front"] = pareto_front(runs, x, y)
+    return runs
+
+
+# -- labels and the front table ----------------------------------------------------------------
+
+# The hyperparameters that tell runs of one loss family apart: (param, short ascii, short greek).
+FAMILY_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "tau_cce": (("loss.tau", "tau", "τ"),),
+    "hkr": (("loss.min_margin", "m", "m"), ("loss.alpha", "a", "α")),
+    "hinge": (("loss.min_margin", "m", "m"),),
+    "offset_ce": (("loss.offset", "o", "o"), ("loss.temperature", "T", "T")),
+    "kr": (),
+}
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return f"{float(value):.3g}"
+    return str(value)
+
+
+def hyperparameters(row: pd.Series, greek: bool = False) -> str:
+    """The run's loss hyperparameters in a few characters: `tau=3`, `m=1 a=30` (τ, α if greek)."""
+    family = str(row.get("loss_family", ""))
+    spec = FAMILY_PARAMS.get(family)
+    if spec is None:  # unknown family: the run name without the family
+        return str(row.get("run_name", "")).removeprefix(family).strip()
+    parts = []
+    for param, ascii_name, greek_name in spec:
+        value = row.get(f"params.{param}")
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{greek_name if greek else ascii_name}={_fmt(value)}")
+    if not parts:
+        return "—" if greek else ""
+    return ", ".join(parts) if greek else " ".join(parts)
+
+
+def radius_label(eps: float) -> str:
+    """`36/255` for radii that are a whole number of 8-bit pixel steps, else `0.5`."""
+    steps = eps * 255
+    plain = f"{eps:g}"
+    if len(plain.replace("0.", "").replace(".", "")) > 3 and abs(steps - round(steps)) < 1e-3:
+        return f"{round(steps)}/255"
+    return plain
+
+
+def cra_columns(df: pd.DataFrame, split: str = "test") -> list[tuple[float, str]]:
+    """(radius, column) of every `metrics.<split>/cra_eps_<e>` column some run has, by radius."""
+    prefix = f"metrics.{split}/cra_eps_"
+    out = []
+    for col in df.columns:
+        if col.startswith(prefix) and df[col].notna().any():
+            try:
+                out.append((float(col.removeprefix(prefix)), col))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def front_table(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The runs on the front of (x, y), most accurate first: run id, experiment, loss,
+    hyperparameters, y, x and the certified robust accuracy at each radius."""
+    x_col, y_col = metric_column(runs, x), metric_column(runs, y)
+    front = runs[pareto_front(runs, x, y)]
+    front = front.sort_values([y_col, x_col], ascending=[False, True], kind="stable")
+    table = pd.DataFrame(
+        {
+            "run_id": front["run_id"],
+            "experiment": front["experiment"],
+            "run_name": front["run_name"],
+            "loss_family": front["loss_family"],
+            "hyperparameters": [hyperparameters(r) for _, r in front.iterrows()],
+            y_col.removeprefix("metrics."): front[y_col].astype(float),
+            x_col.removeprefix("metrics."): front[x_col].astype(float),
+        }
+    )
+    for _, col in cra_columns(runs):
+        name = col.removeprefix("metrics.")
+        if name not in table.columns:
+            table[name] = front[col].astype(float) if col in front else np.nan
+    return table.reset_index(drop=True)

@@ -1,0 +1,179 @@
+"""`build_report`: read the runs, fetch what the front pages need, write PDF + PNG + CSV.
+
+Every output is written to a temporary file in its destination folder and renamed into place
+only once all three are complete, so a failure never leaves a half-written or empty report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.backends.backend_pdf import PdfPages
+
+from .frame import (
+    DEFAULT_X,
+    DEFAULT_Y,
+    REFERENCE,
+    front_table,
+    hypervolume,
+    metric_column,
+    pareto_front,
+    select_runs,
+)
+from .plots import MAX_CURVES, RC, ReportData, _subset, render_pages
+
+__all__ = ["build_report", "default_out", "outputs"]
+
+
+def default_out(experiments: Sequence[str]) -> Path:
+    """`reports/<experiment>.pdf`; several experiments are joined with `+`."""
+    name = "+".join(experiments).replace(os.sep, "_")
+    return Path("reports") / f"{name}.pdf"
+
+
+def outputs(out: Path) -> tuple[Path, Path, Path]:
+    """The PDF and, beside it, `<stem>_front.png` (page 2) and `<stem>_front.csv` (the table)."""
+    return out, out.with_name(f"{out.stem}_front.png"), out.with_name(f"{out.stem}_front.csv")
+
+
+def _val_metric(name: str, fallback: str, runs: pd.DataFrame) -> str:
+    """The per-epoch validation counterpart of a test metric (test/x → val/x), if logged."""
+    if name.startswith("test/"):
+        candidate = "val/" + name.removeprefix("test/")
+        if f"metrics.{candidate}" in runs:
+            return candidate
+    return fallback
+
+
+def _fetch(client, runs: pd.DataFrame, metrics: Iterable[str]) -> tuple[dict, dict]:
+    """Per-sample certificates and metric histories of the given runs (None where missing)."""
+    from mlflow.exceptions import MlflowException
+
+    certificates: dict[str, pd.DataFrame | None] = {}
+    histories: dict[str, dict[str, pd.DataFrame]] = {}
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no progress bar per artifact
+    with tempfile.TemporaryDirectory() as tmp, _environ(quiet):
+        for run_id in runs["run_id"]:
+            try:
+                path = client.download_artifacts(run_id, "certificates/test.parquet", tmp)
+                frame = pd.read_parquet(path)
+                ok = {"correct", "certificate"} <= set(frame.columns)
+                certificates[run_id] = frame if ok else None
+            except (MlflowException, OSError, ValueError):
+                certificates[run_id] = None
+            histories[run_id] = {}
+            for metric in metrics:
+                points = client.get_metric_history(run_id, metric)
+                histories[run_id][metric] = pd.DataFrame(
+                    {"step": [p.step for p in points], "value": [p.value for p in points]}
+                ).sort_values("step")
+    return certificates, histories
+
+
+def build_report(
+    experiments: str | Sequence[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    parent: str | None = None,
+    x: str = DEFAULT_X,
+    y: str = DEFAULT_Y,
+    reference: tuple[float, float] = REFERENCE,
+) -> Path:
+    """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
+    with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path.
+
+    Raises ReportError for an unknown experiment or parent run, an experiment without
+    FINISHED job runs, or a metric no run has; nothing is written then.
+    """
+    selection = select_runs(experiments, tracking_uri, parent)
+    runs = selection.runs
+    x_col, y_col = metric_column(runs, x), metric_column(runs, y)
+    x, y = x_col.removeprefix("metrics."), y_col.removeprefix("metrics.")
+    runs["on_front"] = pareto_front(runs, x_col, y_col)
+    pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
+    table = front_table(runs, x_col, y_col)
+    data = ReportData(
+        runs=runs,
+        experiments=selection.experiments,
+        x=x,
+        y=y,
+        x_col=x_col,
+        y_col=y_col,
+        reference=(float(reference[0]), float(reference[1])),
+        hypervolume=hypervolume(runs, x_col, y_col, reference),
+        tracking_uri=selection.tracking_uri,
+        parent=selection.parent,
+        not_finished=selection.not_finished,
+        curve_metrics=(
+            _val_metric(y, "val/accuracy", runs),
+            _val_metric(x, "val/mean_certificate", runs),
+        ),
+        table_name=csv_path.name,
+    )
+    front = data.front
+    curve_runs = front.iloc[_subset(len(front), MAX_CURVES)]
+    data.certificates, data.histories = _fetch(selection.client, curve_runs, data.curve_metrics)
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    temps: list[Path] = []
+    try:
+        with matplotlib.rc_context(RC):
+            figures = render_pages(data, table)
+            pdf_tmp = _temp(pdf_path, temps)
+            with PdfPages(pdf_tmp, metadata=_metadata(data)) as pdf:
+                for fig in figures:
+                    pdf.savefig(fig)
+            png_tmp = _temp(png_path, temps)
+            figures[1].savefig(png_tmp, dpi=150, format="png")
+        csv_tmp = _temp(csv_path, temps)
+        table.to_csv(csv_tmp, index=False, float_format="%.6g")
+        for tmp, final in ((csv_tmp, csv_path), (png_tmp, png_path), (pdf_tmp, pdf_path)):
+            os.replace(tmp, final)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return pdf_path
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _temp(final: Path, temps: list[Path]) -> Path:
+    """A new empty file beside `final` (same filesystem, so os.replace is atomic), with the
+    permissions a plainly created file would get (mkstemp's are owner-only)."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f"{final.suffix}.tmp",
+                                dir=final.parent)
+    os.close(fd)
+    temps.append(Path(name))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+def _metadata(data: ReportData) -> dict[str, str]:
+    return {
+        "Title": f"tradeoff report: {', '.join(data.experiments)}",
+        "Subject": f"Pareto front of {data.y} vs {data.x}",
+        "Creator": "tradeoff-report",
+    }
+
