@@ -1,0 +1,106 @@
+"""Bad input is refused early with a message naming the fix; runs are deterministic."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tradeoff.paths import conf_dir
+from tradeoff.train import ConfigError, run
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def test_same_config_and_seed_give_the_same_metrics(tmp_path):
+    overrides = [
+        "data=digits",
+        "train.epochs=2",
+        "train.batch_size=64",
+        "train.threads=1",
+        "optim.lr=3e-3",
+        "tracking.log_model=false",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    first = run(_compose(overrides))
+    second = run(_compose(overrides))
+    for key in ("val/accuracy", "val/mean_certificate", "test/accuracy", "test/mean_certificate"):
+        assert second[key] == pytest.approx(first[key], abs=1e-6), key
+    third = run(_compose([*overrides, "train.seed=1"]))
+    assert third["test/mean_certificate"] != pytest.approx(first["test/mean_certificate"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=0", "train.epochs=0 is invalid: it must be an integer >= 1"),
+        ("train.batch_size=-5", "train.batch_size=-5 is invalid"),
+        ("train.device=tpu", "train.device must be cpu, cuda or auto"),
+        ("tracking.resume=maybe", "tracking.resume='maybe' is invalid"),
+        ("eval.eps=[0.5,-1]", "eval.eps contains -1"),
+        ("model.pooling=median", "pooling must be one of"),
+        ("loss=tau_cce loss.tau=0", "tau must be > 0"),
+        ("optim.lr=-1", "optim:"),
+        ("data.val_size=2.5", "val_size"),
+    ],
+)
+def test_invalid_values_are_refused_before_training(tmp_path, override, message):
+    overrides = ["data=digits", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    overrides += override.split()
+    with pytest.raises((ConfigError, ValueError), match=None) as info:
+        run(_compose(overrides))
+    assert message in str(info.value)
+    assert not (tmp_path / "mlflow.db").exists() or _no_running(tmp_path / "mlflow.db")
+
+
+def _no_running(db: Path) -> bool:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    return runs.empty or "RUNNING" not in set(runs["status"])
+
+
+def test_unreachable_tracking_server_fails_before_training(tmp_path):
+    proc = _cli(["tradeoff-train", "data=digits", "tracking.uri=http://127.0.0.1:9"], tmp_path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and "unreachable" in lines[-1] and "127.0.0.1:9" in lines[-1]
+    assert "epoch" not in proc.stdout
+
+
+def test_missing_dataset_files_offline_name_the_files(tmp_path):
+    proc = _cli(
+        ["tradeoff-train", "data=mnist", f"data.root={tmp_path}", "data.download=false"], tmp_path
+    )
+    assert proc.returncode == 2
+    assert "train-images-idx3-ubyte.gz" in proc.stderr and str(tmp_path) in proc.stderr
+
+
+def test_corrupt_dataset_file_is_refused(tmp_path):
+    folder = tmp_path / "kmnist"
+    folder.mkdir()
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
+        (folder / name).write_bytes(b"not the real file")
+    proc = _cli(
+        ["tradeoff-train", "data=kmnist", f"data.root={tmp_path}", "data.download=false"], tmp_path
+    )
+    assert proc.returncode == 2
+    assert "SHA-256" in proc.stderr or "sha256" in proc.stderr.lower()
