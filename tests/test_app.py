@@ -117,7 +117,7 @@ def test_unknown_model_option_lists_valid_options(tmp_path):
 def test_sweep_list_and_unknown_sweep(tmp_path):
     proc = _cli(["tradeoff-sweep", "--list"], tmp_path)
     assert proc.returncode == 0
-    for name in ("seed_table", "tau_grid", "hkr_grid", "quick"):
+    for name in ("seed_table", "tau_grid", "hkr_grid", "quick", "optuna_pareto"):
         assert name in proc.stdout
     proc = _cli(["tradeoff-sweep", "nope"], tmp_path)
     assert proc.returncode != 0 and "available" in proc.stderr
@@ -183,3 +183,30 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path):
     assert done_before <= set(finished["tags.config_hash"])
     assert "RUNNING" not in set(runs["status"])  # the killed job was marked FAILED
     assert (jobs["status"] == "FAILED").sum() == 1
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    proc = _cli(
+        [
+            "tradeoff-train",
+            "-m",
+            "data=digits",
+            "model.layer=plain",
+            "optim=sgd",
+            "optim.lr=1e30,1e-2",  # the first job diverges to NaN, the second trains
+            "train.epochs=1",
+            "train.threads=1",
+            "tracking.log_model=false",
+            "tracking.experiment=fails",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode != 0  # the multirun reports its failed job
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "fails")
+    jobs = runs[runs["tags.tradeoff.role"] == "job"].set_index("params.optim.lr")
+    assert jobs.loc["1e+30", "status"] == "FAILED"
+    assert "nan" in jobs.loc["1e+30", "tags.error"]
+    assert jobs.loc["0.01", "status"] == "FINISHED"
+    parent = runs[runs["tags.tradeoff.role"] == "sweep"]
+    assert list(parent["status"]) == ["FAILED"]  # closed, and says a job failed
+    assert "RUNNING" not in set(runs["status"])

@@ -24,7 +24,8 @@ def _compose(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def test_same_config_and_seed_give_the_same_metrics(tmp_path):
+def test_same_config_and_seed_give_the_same_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts in ./mlruns next to a sqlite store
     overrides = [
         "data=digits",
         "train.epochs=2",
@@ -56,7 +57,8 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path):
         ("data.val_size=2.5", "val_size"),
     ],
 )
-def test_invalid_values_are_refused_before_training(tmp_path, override, message):
+def test_invalid_values_are_refused_before_training(tmp_path, monkeypatch, override, message):
+    monkeypatch.chdir(tmp_path)
     overrides = ["data=digits", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     overrides += override.split()
     with pytest.raises((ConfigError, ValueError), match=None) as info:

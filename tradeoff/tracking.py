@@ -7,6 +7,7 @@ metrics per epoch, the test metrics, per-sample certificates, the model and its 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -295,6 +296,9 @@ class SweepCallback(Callback):
             json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id, "uri": uri})
         )
         self._run_id, self._client = run.info.run_id, client
+        # Hydra skips on_multirun_end when a job failed (the sweep raises at the end): the
+        # parent run is then closed as FAILED at exit, after every job has run.
+        atexit.register(self._close_failed)
         log.info(
             "MLflow sweep run %s in experiment %r (%s)",
             run.info.run_id,
@@ -306,8 +310,20 @@ class SweepCallback(Callback):
         run_id = getattr(self, "_run_id", None)
         if run_id is None:
             return
+        atexit.unregister(self._close_failed)
         with_retries(self._client.set_terminated, run_id, "FINISHED")
         os.environ.pop(PARENT_RUN_ENV, None)
+        self._run_id = None
+
+    def _close_failed(self) -> None:
+        if getattr(self, "_run_id", None) is None:
+            return
+        note = "at least one job of the sweep failed; see the FAILED child runs"
+        try:
+            with_retries(self._client.set_tag, self._run_id, "error", note)
+            with_retries(self._client.set_terminated, self._run_id, "FAILED")
+        except Exception as exc:  # at interpreter exit: report, never raise
+            log.warning("could not close sweep run %s: %s", self._run_id, exc)
 
 
 def parent_run_id(sweep_dir: str | None) -> str | None:

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import resolvers  # noqa: F401  (registers ${first_set:...} used in conf/)
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
 from .paths import conf_dir
