@@ -10,6 +10,42 @@ from torch import nn
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
+def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
+    """Exchange the two channels of each pair (dim 1 as (C/2, 2)) where `swap` is set."""
+    a, b = t.unflatten(1, (t.shape[1] // 2, 2)).unbind(2)
+    return torch.stack((torch.where(swap, b, a), torch.where(swap, a, b)), dim=2).flatten(1, 2)
+
+
+class _SortPairs(torch.autograd.Function):
+    """GroupSort2 as one permutation: its gradient is the same permutation (an involution),
+    so backward and forward-mode AD cost one masked swap instead of autograd's min/max."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = x.unflatten(1, (x.shape[1] // 2, 2)).unbind(2)
+        out = torch.stack((torch.minimum(a, b), torch.maximum(a, b)), dim=2).flatten(1, 2)
+        return out, a > b
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, swap = output
+        ctx.mark_non_differentiable(swap)
+        ctx.save_for_backward(swap)
+        ctx.save_for_forward(swap)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        (swap,) = ctx.saved_tensors
+        return _swap_pairs(grad, swap)
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (swap,) = ctx.saved_tensors
+        return _swap_pairs(tangent, swap), None
+
+
 class _OneLipschitz(nn.Module):
     """Marker base: a parameter-free map that is a piecewise permutation, so exactly 1-Lipschitz."""
 
@@ -42,8 +78,7 @@ class GroupSort(_OneLipschitz):
             return x
         g = x.unflatten(1, (c // n, n))
         if n == 2:
-            a, b = g.unbind(2)
-            return torch.stack((torch.minimum(a, b), torch.maximum(a, b)), dim=2).flatten(1, 2)
+            return _SortPairs.apply(x)[0]
         return g.sort(dim=2).values.flatten(1, 2)
 
     def extra_repr(self) -> str:
