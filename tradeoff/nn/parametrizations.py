@@ -142,6 +142,7 @@ class SpectralBjorck(CachedParametrization):
         self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
         self.register_buffer("coef", torch.tensor(float(coef)))
         self.conv_geometry: dict | None = None
+        self._norm_ref: tuple[torch.Tensor, float] | None = None
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         w = weight.reshape(weight.shape[0], -1)
@@ -155,11 +156,27 @@ class SpectralBjorck(CachedParametrization):
         kernel = w.reshape(weight.shape)
         coef = self.coef
         if self.conv_geometry is not None:
-            with torch.no_grad():
-                norm = conv2d_operator_norm(kernel.detach(), **self.conv_geometry)
-                if float(coef) * norm > 1.0:
-                    coef = coef.new_tensor(1.0 / norm)
+            norm = self._operator_norm_if_binding(kernel.detach(), float(coef))
+            if norm is not None:
+                coef = coef.new_tensor(1.0 / norm)
         return kernel * coef
+
+    @torch.no_grad()
+    def _operator_norm_if_binding(self, kernel: torch.Tensor, coef: float) -> float | None:
+        """Exact operator norm of `kernel` when coef·norm > 1 (the cap binds), else None.
+
+        The exact norm (FFT + batched SVD) is only recomputed when a cheap sound bound cannot
+        rule the cap out: ‖conv(K)‖ ≤ ‖conv(K₀)‖ + Σ_a ‖K[:, :, a] − K₀[:, :, a]‖_F for the
+        kernel K₀ of the last exact computation. The result equals computing it every step.
+        """
+        ref = self._norm_ref
+        if ref is not None and ref[0].shape == kernel.shape and ref[0].device == kernel.device:
+            drift = (kernel - ref[0]).square().sum(dim=(0, 1)).sqrt().sum()
+            if coef * (ref[1] + float(drift)) <= 1.0:
+                return None
+        norm = conv2d_operator_norm(kernel, **self.conv_geometry)
+        self._norm_ref = (kernel.clone(), norm)
+        return norm if coef * norm > 1.0 else None
 
     def extra_repr(self) -> str:
         return (
