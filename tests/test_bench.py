@@ -1,0 +1,179 @@
+"""`tradeoff-bench`: the CLI runs on a tiny configuration and writes every row as JSON.
+
+No timing assertions: speed is a printed figure of the benchmark, not a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tradeoff.bench.models import (
+    LIPCONVNET_VARIANTS,
+    PLAIN_MODULES,
+    SEED_CONV_VARIANTS,
+    TORCHLIP,
+    build,
+    check_equivalent,
+    torchlip_status,
+)
+from tradeoff.bench.timing import Case, interleaved
+
+MODEL_WHATS = ("train step", "eval forward")
+SWEEP_PIECES = (
+    "compose config",
+    "check store",
+    "build (instantiate, loss, optimiser)",
+    "load data",
+    "build model",
+    "tracker client",
+    "resume lookup",
+    "tracker start (run, params, config)",
+    "log metrics",
+    "log certificates",
+    "vanilla export",
+    "log models",
+    "end run",
+    "rest of run()",
+)
+
+
+def _expected_rows() -> set[tuple[str, str, str]]:
+    rows = {("seed_conv", v, w) for v in SEED_CONV_VARIANTS for w in MODEL_WHATS}
+    rows |= {("lipconvnet", v, w) for v in LIPCONVNET_VARIANTS for w in MODEL_WHATS}
+    rows |= {("certificates", v, "forward") for v in ("plain", "spectral", "aol")}
+    rows |= {("certificates", v, "forward + certificates") for v in ("spectral", "aol")}
+    rows |= {("sweep", "job", w) for w in ("overhead", "overhead, first job", "fit (training)")}
+    rows |= {("sweep", "piece", p) for p in SWEEP_PIECES}
+    return rows
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "out.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tradeoff.bench", "--quick", "--threads", "1", "--json", str(out)],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_row(quick_run):
+    doc, proc = quick_run
+    rows = {(r["section"], r["name"], r["what"]): r for r in doc["rows"]}
+    assert set(rows) == _expected_rows()
+    assert len(rows) == len(doc["rows"])  # no duplicates
+    installed, _ = torchlip_status()
+    for key, r in rows.items():
+        assert {"name", "what", "median_ms", "min_ms", "max_ms", "ratio_to_plain", "n"} <= set(r)
+        if key[1] == TORCHLIP and not installed:
+            assert r["median_ms"] is None and "not" in r["note"]
+            continue
+        assert r["n"] >= 1
+        assert 0 <= r["min_ms"] <= r["median_ms"] <= r["max_ms"] < math.inf
+        if key[0] in ("seed_conv", "lipconvnet", "certificates"):
+            assert r["ratio_to_plain"] > 0
+        if key[1] == "plain":
+            assert r["ratio_to_plain"] == pytest.approx(1.0)
+    for family in ("spectral", "aol"):
+        assert rows[("certificates", family, "forward + certificates")]["ratio_to_forward"] > 0
+    # The command's own output: the table, the machine, the equivalence checks, the targets.
+    assert "median ms" in proc.stdout and "machine:" in proc.stdout
+    assert "seed_conv equivalence:" in proc.stdout and "targets (issue 6):" in proc.stdout
+
+
+@pytest.mark.slow
+def test_quick_run_describes_machine_settings_and_targets(quick_run):
+    doc, _ = quick_run
+    machine = doc["machine"]
+    for key in ("cpu", "cores", "torch_threads", "torch", "deel_torchlip", "device"):
+        assert machine[key] not in (None, "")
+    assert machine["torch_threads"] == 1 and machine["torch"] == torch.__version__
+    assert doc["settings"]["quick"] is True and doc["settings"]["device"] == "cpu"
+    assert set(doc["checks"]) == {"seed_conv", "lipconvnet"}
+    labels = [t["label"] for t in doc["targets"]]
+    assert "sweep-job overhead" in labels and len(labels) == 7
+    for t in doc["targets"]:
+        assert t["met"] in (True, False) or (t["met"] is None and t["value"] is None)
+
+
+def test_plain_seed_conv_is_the_unconstrained_twin():
+    x = torch.rand(2, 1, 28, 28)
+    plain = build("seed_conv", "plain", (1, 28, 28))
+    assert all(isinstance(m, PLAIN_MODULES) for m in plain.children())
+    others = {v: build("seed_conv", v, (1, 28, 28)) for v in ("spectral", "aol")}
+    if torchlip_status()[0]:
+        others[TORCHLIP] = build("seed_conv", TORCHLIP, (1, 28, 28))
+    assert "same 10 layer output shapes" in check_equivalent(plain, others, x)
+
+
+def test_equivalence_check_refuses_a_different_network():
+    x = torch.rand(2, 1, 28, 28)
+    plain = build("seed_conv", "plain", (1, 28, 28))
+    wider = build("seed_conv", "spectral", (1, 28, 28), filters=(8, 32))
+    with pytest.raises(AssertionError, match="layer for layer"):
+        check_equivalent(plain, {"spectral": wider}, x)
+    with pytest.raises(AssertionError, match="non-standard"):
+        check_equivalent(wider, {}, x)
+
+
+def test_interleaved_rounds_rotate_and_skip_warmup():
+    calls: list[str] = []
+    cases = [Case(n, lambda n=n: calls.append(n)) for n in "abc"]
+    samples = interleaved(cases, repeats=2, warmup=1, device=torch.device("cpu"))
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {k: len(v) for k, v in samples.items()} == {"a": 2, "b": 2, "c": 2}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a CPU-only machine")
+def test_cuda_without_gpu_names_the_fix(capsys):
+    from tradeoff.bench import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cuda"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "--device cpu" in err
+
+
+def test_unknown_section_is_refused(capsys):
+    from tradeoff.bench import main
+
+    with pytest.raises(SystemExit):
+        main(["--only", "seed_conv,nope"])
+    assert "nope" in capsys.readouterr().err
+
+
+def test_help_lists_the_options(capsys):
+    from tradeoff.bench import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for option in (
+        "--device",
+        "--bf16",
+        "--threads",
+        "--repeats",
+        "--warmup",
+        "--quick",
+        "--only",
+        "--json",
+    ):
+        assert option in out

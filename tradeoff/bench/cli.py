@@ -1,0 +1,205 @@
+"""`tradeoff-bench`: the command line (see docs/bench.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .models import LIPCONVNET_VARIANTS, SEED_CONV_VARIANTS, torchlip_status
+from .report import Row, check_targets, format_table, machine_info, write_json
+from .sections import SECTIONS, Settings, bench_certificates, bench_model, bench_sweep
+
+__all__ = ["main", "parser"]
+
+# Repetitions per section (full run / --quick): a seed_conv round is cheap, a lipconvnet round
+# is not, a sweep "repetition" is a whole job.
+REPEATS = {"seed_conv": 20, "lipconvnet": 5, "certificates": 10, "sweep": 3}
+QUICK_REPEATS = {"seed_conv": 2, "lipconvnet": 1, "certificates": 2, "sweep": 1}
+
+
+def _sections(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(unknown) or text!r}; choose from {', '.join(SECTIONS)}"
+        )
+    return list(dict.fromkeys(names))  # each section once, in the order given
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (public so the docs and tests can show its help)."""
+    p = argparse.ArgumentParser(
+        prog="tradeoff-bench",
+        description=(
+            "Time tradeoff's 1-Lipschitz layers against the same unconstrained network and "
+            "deel-torchlip, in one process: warm-up, interleaved repetitions, medians."
+        ),
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="timed rounds in every section (default: "
+        + ", ".join(f"{k} {v}" for k, v in REPEATS.items())
+        + "; sweep counts jobs after the first)",
+    )
+    p.add_argument("--warmup", type=int, help="untimed rounds first (default 2, --quick 1)")
+    p.add_argument("--batch", type=int, help="batch of the train/eval steps (default 256)")
+    p.add_argument("--width", type=int, help="lipconvnet width (default 32)")
+    p.add_argument("--depth", type=int, help="lipconvnet convolutions per stage (default 2)")
+    p.add_argument("--stages", type=int, help="lipconvnet downsamplings (default 3)")
+    p.add_argument("--cert-samples", type=int, help="samples certified (default 10000)")
+    p.add_argument("--cert-batch", type=int, help="eval batch for certificates (default 2048)")
+    p.add_argument(
+        "--only",
+        type=_sections,
+        default=list(SECTIONS),
+        help=f"comma-separated sections to run, from {','.join(SECTIONS)} (default all)",
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes and 1-2 rounds (tests)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write every row as JSON")
+    return p
+
+
+def _device(p: argparse.ArgumentParser, name: str) -> torch.device:
+    if name != "cpu" and not name.startswith("cuda"):
+        p.error(f"--device must be cpu, cuda or cuda:N (got {name!r})")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
+            p.error(
+                f"--device {name}: CUDA is not available (torch {torch.__version__}, {build}); "
+                "run on a machine with an NVIDIA GPU and a CUDA build of torch "
+                "(https://pytorch.org/get-started/locally/), or use --device cpu"
+            )
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            p.error(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    return torch.device(name)
+
+
+def _settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Settings:
+    for key in (
+        "threads",
+        "repeats",
+        "warmup",
+        "batch",
+        "width",
+        "depth",
+        "cert_samples",
+        "cert_batch",
+    ):
+        value = getattr(a, key)
+        if value is not None and value < (0 if key == "warmup" else 1):
+            p.error(f"--{key.replace('_', '-')} must be >= {0 if key == 'warmup' else 1}")
+    if a.stages is not None and a.stages < 0:
+        p.error("--stages must be >= 0")
+    q = a.quick
+
+    def pick(value: int | None, full: int, quick: int) -> int:
+        return value if value is not None else (quick if q else full)
+
+    base = QUICK_REPEATS if q else REPEATS
+    return Settings(
+        device=_device(p, a.device),
+        bf16=a.bf16,
+        threads=a.threads,
+        warmup=pick(a.warmup, 2, 1),
+        repeats={k: a.repeats if a.repeats is not None else v for k, v in base.items()},
+        batch=pick(a.batch, 256, 8),
+        lipconvnet={
+            "width": pick(a.width, 32, 4),
+            "depth": pick(a.depth, 2, 1),
+            "stages": pick(a.stages, 3, 1),
+        },
+        cert_samples=pick(a.cert_samples, 10_000, 64),
+        cert_batch=pick(a.cert_batch, 2048, 32),
+        quick=q,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`tradeoff-bench`)."""
+    p = parser()
+    a = p.parse_args(argv)
+    s = _settings(p, a)
+    torch.set_num_threads(s.threads)
+    torchlip = torchlip_status()
+    machine = machine_info(s.device, torchlip[1])
+    precision = "bf16 autocast" if s.bf16 else "fp32"
+    print(
+        f"tradeoff-bench: {s.device}, {s.threads} threads, {precision}, batch {s.batch}, "
+        f"warm-up {s.warmup}, sections {', '.join(a.only)}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for section in a.only:
+        t0 = time.perf_counter()
+        print(f"  {section} ...", end="", flush=True)
+        if section == "seed_conv":
+            rows += bench_model(section, SEED_CONV_VARIANTS, (1, 28, 28), s, torchlip)
+        elif section == "lipconvnet":
+            rows += bench_model(
+                section, LIPCONVNET_VARIANTS, (3, 32, 32), s, torchlip, **s.lipconvnet
+            )
+        elif section == "certificates":
+            rows += bench_certificates(s)
+        elif section == "sweep":
+            rows += bench_sweep(s)
+        print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+    if hasattr(os, "getloadavg"):
+        machine["load_average_end"] = list(os.getloadavg())
+    targets = check_targets(rows)
+    print()
+    print(
+        f"machine: {machine['cpu']} | {machine['cores']} cores ({machine['cores_usable']} usable)"
+        f" | torch {machine['torch']}, {s.threads} threads | python {machine['python']}"
+        + (f" | GPU {machine['gpu']}" if "gpu" in machine else "")
+    )
+    print(f"deel-torchlip: {machine['deel_torchlip']}")
+    load, end = machine["load_average"], machine.get("load_average_end")
+    if load and end:
+        print(
+            f"load average (1 min): {load[0]:.2f} at start, {end[0]:.2f} at end; "
+            f"wall time {time.perf_counter() - started:.0f} s"
+        )
+    if "lipconvnet" in a.only:
+        lc = s.lipconvnet
+        print(
+            f"lipconvnet: width {lc['width']}, depth {lc['depth']}, stages {lc['stages']}, "
+            "3×32×32; seed_conv: 1×28×28"
+        )
+    print()
+    print(format_table(rows))
+    print()
+    for section, text in s.checks.items():
+        print(f"{section} equivalence: {text}")
+    print("targets (issue 6):")
+    for t in targets:
+        print(t.line())
+    if a.json is not None:
+        settings = {
+            "device": str(s.device),
+            "bf16": s.bf16,
+            "threads": s.threads,
+            "warmup": s.warmup,
+            "repeats": s.repeats,
+            "batch": s.batch,
+            "lipconvnet": s.lipconvnet,
+            "cert_samples": s.cert_samples,
+            "cert_batch": s.cert_batch,
+            "quick": s.quick,
+            "sections": a.only,
+        }
+        write_json(a.json, rows, machine, settings, targets, s.checks)
+        print(f"wrote {a.json}")
+    sys.stdout.flush()
