@@ -10,10 +10,35 @@ from torch import nn
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
+def _pairs(t: torch.Tensor) -> torch.Tensor:
+    return t.unflatten(1, (t.shape[1] // 2, 2))
+
+
+def _wrapped(t: torch.Tensor) -> bool:
+    """True inside torch.func transforms (vmap, grad), whose rules refuse out= ops."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _sorted_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(min, max) of each channel pair, written straight into the output (no stack copy)."""
+    a, b = _pairs(x).unbind(2)
+    if _wrapped(x):
+        return torch.stack((torch.minimum(a, b), torch.maximum(a, b)), 2).flatten(1, 2)
+    out = torch.empty_like(_pairs(x))
+    torch.minimum(a, b, out=out[:, :, 0])
+    torch.maximum(a, b, out=out[:, :, 1])
+    return out.flatten(1, 2)
+
+
 def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     """Exchange the two channels of each pair (dim 1 as (C/2, 2)) where `swap` is set."""
-    a, b = t.unflatten(1, (t.shape[1] // 2, 2)).unbind(2)
-    return torch.stack((torch.where(swap, b, a), torch.where(swap, a, b)), dim=2).flatten(1, 2)
+    a, b = _pairs(t).unbind(2)
+    if (torch.is_grad_enabled() and t.requires_grad) or _wrapped(t):  # stay differentiable
+        return torch.stack((torch.where(swap, b, a), torch.where(swap, a, b)), 2).flatten(1, 2)
+    out = torch.empty_like(_pairs(t))
+    torch.where(swap, b, a, out=out[:, :, 0])
+    torch.where(swap, a, b, out=out[:, :, 1])
+    return out.flatten(1, 2)
 
 
 class _SortPairs(torch.autograd.Function):
@@ -24,9 +49,8 @@ class _SortPairs(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = x.unflatten(1, (x.shape[1] // 2, 2)).unbind(2)
-        out = torch.stack((torch.minimum(a, b), torch.maximum(a, b)), dim=2).flatten(1, 2)
-        return out, a > b
+        a, b = _pairs(x).unbind(2)
+        return _sorted_pairs(x), a > b
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -78,6 +102,8 @@ class GroupSort(_OneLipschitz):
             return x
         g = x.unflatten(1, (c // n, n))
         if n == 2:
+            if not torch.is_grad_enabled():
+                return _sorted_pairs(x)  # under no_grad: no swap mask to keep
             return _SortPairs.apply(x)[0]
         return g.sort(dim=2).values.flatten(1, 2)
 
