@@ -45,7 +45,7 @@ def measured_lipschitz(
             best = max(best, float(jv.detach().norm()))
             _, vjp = torch.func.vjp(layer, x0)
             (jtjv,) = vjp(jv)
-            if float(jtjv.norm()) == 0:
+            if float(jtjv.detach().norm()) == 0:
                 break
             v = jtjv / jtjv.norm()
     with torch.no_grad():

@@ -8,6 +8,7 @@ metrics per epoch, the test metrics, per-sample certificates, the model and its 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import hashlib
 import json
@@ -190,9 +191,25 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     return exp.experiment_id
 
 
+_OPENED: set[str] = set()  # sqlite stores this process has opened (created or migrated)
+
+
 def _client(uri: str) -> MlflowClient:
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    if not uri.startswith("sqlite:///") or uri in _OPENED or path in ("", ":memory:"):
+        return MlflowClient(tracking_uri=uri)
+    # Opening a sqlite store creates or migrates its schema: several processes doing that at
+    # once to a new file corrupt it ("table _alembic_tmp_tags already exists"), so they take
+    # turns on a lock file beside it. Later writes need no lock (MLflow waits on sqlite's own).
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _OPENED.add(uri)
+    return client
 
 
 # -- crash recovery ----------------------------------------------------------------------------
@@ -266,11 +283,11 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get(PARENT_RUN_ENV):
             return  # an outer process already made the parent run
-        if config.hydra.sweeper.get("manages_mlflow_parent", False):
-            return  # the sweeper (e.g. the Optuna study sweeper) makes its own parent run
         uri = resolve_tracking_uri(config.tracking.get("uri"))
         check_tracking_uri(uri)
         client = _client(uri)
+        if config.hydra.sweeper.get("manages_mlflow_parent", False):
+            return  # the sweeper (e.g. the Optuna study sweeper) makes its own parent run
         exp_id = ensure_experiment(client, experiment_name(config))
         sweep = config.get("sweep", {})
         name = sweep.get("name") or "adhoc"

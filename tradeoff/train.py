@@ -91,12 +91,27 @@ def _threads(cfg: DictConfig) -> int:
     """Intra-op threads: train.threads, else the cores divided between parallel jobs."""
     if cfg.train.threads:
         return int(cfg.train.threads)
-    jobs = 1
-    if HydraConfig.initialized():
-        launcher = HydraConfig.get().launcher
-        jobs = int(launcher.get("n_jobs", 1) or 1) if launcher is not None else 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(jobs, 1))
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else None
+    return _job_threads(cores or 1, launcher or {})
+
+
+def _job_threads(cores: int, launcher: Any) -> int:
+    """One job's share of `cores` under the Hydra launcher config `launcher`.
+
+    submitit (`cpus_per_task`) and Ray (`ray.remote.num_cpus`, 1 if unset, as Ray reserves)
+    give each job its own CPUs; joblib runs `n_jobs` jobs at once on this machine's cores
+    (-1 = as many jobs as cores, -2 = one fewer, as in joblib).
+    """
+    if launcher.get("cpus_per_task"):
+        return int(launcher.get("cpus_per_task"))
+    ray = launcher.get("ray")
+    if ray is not None:
+        return max(1, int((ray.get("remote") or {}).get("num_cpus") or 1))
+    jobs = int(launcher.get("n_jobs") or 1)
+    if jobs < 0:
+        jobs = max(1, cores + 1 + jobs)
+    return max(1, cores // jobs)
 
 
 def build(cfg: DictConfig) -> Job:
@@ -122,7 +137,9 @@ def build(cfg: DictConfig) -> Job:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train one configuration, log it to MLflow, return its final metrics."""
-    torch.set_num_threads(_threads(cfg))
+    threads = _threads(cfg)
+    torch.set_num_threads(threads)
+    log.info("intra-op threads: %d", threads)
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.get("uri")))
     job = build(cfg)
     dev = job.device
