@@ -4,6 +4,10 @@ The unconstrained twin is the zoo's own `layer="plain", activation="relu"` model
 and `nn.Linear` with ReLU, and the *same* (parameter-free) pooling layers as the constrained
 models, so it computes the same shapes with the same arithmetic minus the constraints.
 `check_equivalent` verifies this every time the benchmark builds the models.
+
+`plain+gs2` is the same unconstrained network with the constrained models' GroupSort2 in place
+of ReLU: between the three, the table separates what the activation costs from what the weight
+constraints cost.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .. import zoo
 
 __all__ = [
     "LIPCONVNET_VARIANTS",
+    "PLAIN_GS2",
     "PLAIN_MODULES",
     "SEED_CONV_VARIANTS",
     "TORCHLIP",
@@ -30,8 +35,9 @@ __all__ = [
 ]
 
 TORCHLIP = "deel-torchlip"
-SEED_CONV_VARIANTS = ("plain", "spectral", "aol", TORCHLIP)
-LIPCONVNET_VARIANTS = ("plain", "spectral", "aol")
+PLAIN_GS2 = "plain+gs2"
+SEED_CONV_VARIANTS = ("plain", PLAIN_GS2, "spectral", "aol", TORCHLIP)
+LIPCONVNET_VARIANTS = ("plain", PLAIN_GS2, "spectral", "aol")
 # What the unconstrained twin may contain: standard layers and parameter-free pooling.
 PLAIN_MODULES: tuple[type[nn.Module], ...] = (
     nn.Conv2d,
@@ -102,9 +108,10 @@ def build(model: str, variant: str, input_shape: Sequence[int], **options: objec
         if model != "seed_conv":
             raise ValueError(f"no deel-torchlip build of {model!r}")
         return torchlip_seed_conv(input_shape, **options)
-    if variant == "plain":
+    if variant in ("plain", PLAIN_GS2):
+        activation = "relu" if variant == "plain" else "groupsort2"
         return zoo.create(
-            model, input_shape=input_shape, layer="plain", activation="relu", **options
+            model, input_shape=input_shape, layer="plain", activation=activation, **options
         )
     return zoo.create(model, input_shape=input_shape, layer=variant, **options)
 

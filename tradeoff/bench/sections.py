@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..certificates import Certifier
-from .models import TORCHLIP, check_equivalent, each_variant
+from .models import PLAIN_GS2, TORCHLIP, check_equivalent, each_variant
 from .report import Row
 from .timing import Case, Stats, interleaved
 
@@ -124,6 +124,10 @@ def bench_model(
             row.ratio_to_plain = row.median_ms / plain if row.median_ms is not None else None
             if variant == TORCHLIP:
                 row.note = f"deel-torchlip {why}"
+            elif variant not in ("plain", PLAIN_GS2) and f"{PLAIN_GS2}|{what}" in samples:
+                # What the weight constraints alone cost: against the same activations.
+                gs2 = Stats.of(samples[f"{PLAIN_GS2}|{what}"]).median_ms
+                row.note = f"{row.median_ms / gs2:.2f}× {PLAIN_GS2}"
             rows.append(row)
     return rows
 
