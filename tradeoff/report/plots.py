@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
@@ -562,6 +562,13 @@ def page_cra(data: ReportData) -> Figure:
 # -- page 4: hyperparameter effects ------------------------------------------------------------
 
 
+def _is_grid(values: Sequence[float], max_values: int = 12, min_log_gap: float = 0.12) -> bool:
+    """Whether `values` are few and spread enough (on a log axis) to be labelled one by one."""
+    values = sorted(v for v in values if v > 0)
+    gaps = np.diff(np.log10(values)) if len(values) > 1 else np.array([1.0])
+    return len(values) <= max_values and float(gaps.min()) >= min_log_gap
+
+
 def _tau_panel(ax: Axes, data: ReportData, col: str, label: str) -> None:
     runs = data.runs[data.runs["loss_family"] == "tau_cce"]
     if "params.loss.tau" in runs:
@@ -575,12 +582,13 @@ def _tau_panel(ax: Axes, data: ReportData, col: str, label: str) -> None:
         tau = pd.to_numeric(group["params.loss.tau"])
         ax.scatter(tau, group[col], marker=data.marker(str(experiment)), color=colour, s=42,
                    edgecolors="white", linewidths=0.6, zorder=3)
-        mean = group.assign(tau=tau).groupby("tau")[col].mean()
-        if len(mean) > 1:
-            ax.plot(mean.index, mean.to_numpy(), color=colour, lw=1.4, alpha=0.8, zorder=2)
+    tau = pd.to_numeric(runs["params.loss.tau"])
+    mean = runs.assign(tau=tau).groupby("tau")[col].mean().sort_index()
+    if len(mean) > 1:
+        ax.plot(mean.index, mean.to_numpy(), color=colour, lw=1.4, alpha=0.8, zorder=2)
     ax.set_xscale("log")
-    taus = sorted(pd.to_numeric(runs["params.loss.tau"]).unique())
-    if len(taus) <= 12:  # label the τ values that were run instead of powers of ten
+    taus = sorted(tau.unique())
+    if _is_grid(taus):  # label the τ values that were run instead of powers of ten
         ax.set_xticks(taus, [f"{t:g}" for t in taus])
         ax.xaxis.set_minor_formatter("")
     ax.set_xlabel("τ (cross-entropy temperature, log scale)")
@@ -599,11 +607,13 @@ def _hkr_panel(fig: Figure, ax: Axes, data: ReportData, col: str, label: str) ->
     if runs.empty:
         _note(ax, f"no HKR run has {label}")
         return
-    grid = (
-        runs.assign(m=pd.to_numeric(runs[needed[0]]), a=pd.to_numeric(runs[needed[1]]))
-        .groupby(["a", "m"])[col].agg(["mean", "size"]).reset_index()
-    )
+    runs = runs.assign(m=pd.to_numeric(runs[needed[0]]), a=pd.to_numeric(runs[needed[1]]))
+    grid = runs.groupby(["a", "m"])[col].agg(["mean", "size"]).reset_index()
     margins, alphas = sorted(grid["m"].unique()), sorted(grid["a"].unique())
+    filled = len(grid) / (len(margins) * len(alphas))
+    if not (_is_grid(margins, 8, 0.0) and _is_grid(alphas, 8, 0.0) and filled >= 0.5):
+        _hkr_scatter(fig, ax, data, runs, col, label)  # a search (Optuna), not a grid
+        return
     values = np.full((len(alphas), len(margins)), np.nan)
     sizes = np.zeros_like(values)
     for _, row in grid.iterrows():
@@ -632,12 +642,37 @@ def _hkr_panel(fig: Figure, ax: Axes, data: ReportData, col: str, label: str) ->
         bar.set_ticks([lo])
 
 
+def _hkr_scatter(
+    fig: Figure, ax: Axes, data: ReportData, runs: pd.DataFrame, col: str, label: str
+) -> None:
+    """HKR runs that are not on a small grid: each run a point on log min_margin × log α."""
+    values = runs[col].astype(float)
+    norm = Normalize(float(values.min()), float(values.max()))
+    for experiment, group in runs.groupby("experiment", sort=False):
+        image = ax.scatter(group["m"], group["a"], c=group[col].astype(float), cmap="viridis",
+                           norm=norm, marker=data.marker(str(experiment)), s=70,
+                           edgecolors="0.25", linewidths=0.5, zorder=3)
+    if len(runs) <= 16:
+        for _, row in runs.iterrows():
+            ax.annotate(f"{float(row[col]):.3f}", (row["m"], row["a"]), xytext=(5, 4),
+                        textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("HKR min_margin (log scale)")
+    ax.set_ylabel("HKR α (log scale)")
+    ax.set_title(f"hkr: min_margin × α, colour = {metric_label(label)}")
+    ax.margins(0.08)
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.set_label(metric_label(label))
+
+
 def page_hyper(data: ReportData) -> Figure:
     """τ against both objectives (log axis) and the HKR min_margin × α grid for both."""
     caption = (
-        "Top: tau_cce runs, each a point (marker = experiment), the line joins the mean at "
-        "each τ. Bottom: HKR runs on their min_margin × α grid, a cell's colour and number "
-        "are the mean over the runs with that setting (n when more than one)."
+        "Top: tau_cce runs, each a point (marker = experiment), the line joins the mean at each "
+        "τ. Bottom: HKR runs on their min_margin × α grid, a cell's colour and number are the "
+        "mean over the runs with that setting (n when more than one); runs that are not on a "
+        "small grid (an Optuna search) are points on log axes, coloured by their value."
     )
     fig = _page(PAGE_TITLES[3], caption)
     axes = fig.subplots(2, 2)
