@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import resolvers  # noqa: F401  (registers ${first_set:...} used in conf/)
+from .allocator import tune_allocator
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
 from .paths import conf_dir
@@ -139,7 +140,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train one configuration, log it to MLflow, return its final metrics."""
     threads = _threads(cfg)
     torch.set_num_threads(threads)
-    log.info("intra-op threads: %d", threads)
+    log.info("intra-op threads: %d, allocator: %s", threads, tune_allocator())
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.get("uri")))
     job = build(cfg)
     dev = job.device

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..allocator import tune_allocator
 from .models import LIPCONVNET_VARIANTS, SEED_CONV_VARIANTS, torchlip_status
 from .report import Row, check_targets, format_table, machine_info, write_json
 from .sections import SECTIONS, Settings, bench_certificates, bench_model, bench_sweep
@@ -132,12 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     s = _settings(p, a)
     torch.set_num_threads(s.threads)
+    allocator = tune_allocator()
     torchlip = torchlip_status()
     machine = machine_info(s.device, torchlip[1])
+    machine["allocator"] = allocator
     precision = "bf16 autocast" if s.bf16 else "fp32"
     print(
         f"tradeoff-bench: {s.device}, {s.threads} threads, {precision}, batch {s.batch}, "
-        f"warm-up {s.warmup}, sections {', '.join(a.only)}",
+        f"warm-up {s.warmup}, allocator {allocator}, sections {', '.join(a.only)}",
         flush=True,
     )
     started = time.perf_counter()

@@ -30,14 +30,25 @@ def _sorted_pairs(x: torch.Tensor) -> torch.Tensor:
     return out.flatten(1, 2)
 
 
+def _swap_mask(x: torch.Tensor) -> torch.Tensor:
+    """1.0 where a pair is out of order (a > b), else 0.0, in x's dtype.
+
+    A float mask, not a bool one: writing it is cheaper, and `lerp` with weights that are
+    exactly 0 or 1 returns its endpoints exactly, several times faster than `where` on CPU."""
+    a, b = _pairs(x).unbind(2)
+    if _wrapped(x):
+        return (a > b).to(x.dtype)
+    return torch.gt(a, b, out=torch.empty_like(a))
+
+
 def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
-    """Exchange the two channels of each pair (dim 1 as (C/2, 2)) where `swap` is set."""
+    """Exchange the two channels of each pair (dim 1 as (C/2, 2)) where `swap` is 1."""
     a, b = _pairs(t).unbind(2)
     if (torch.is_grad_enabled() and t.requires_grad) or _wrapped(t):  # stay differentiable
-        return torch.stack((torch.where(swap, b, a), torch.where(swap, a, b)), 2).flatten(1, 2)
+        return torch.stack((torch.lerp(a, b, swap), torch.lerp(b, a, swap)), 2).flatten(1, 2)
     out = torch.empty_like(_pairs(t))
-    torch.where(swap, b, a, out=out[:, :, 0])
-    torch.where(swap, a, b, out=out[:, :, 1])
+    torch.lerp(a, b, swap, out=out[:, :, 0])
+    torch.lerp(b, a, swap, out=out[:, :, 1])
     return out.flatten(1, 2)
 
 
@@ -49,8 +60,7 @@ class _SortPairs(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = _pairs(x).unbind(2)
-        return _sorted_pairs(x), a > b
+        return _sorted_pairs(x), _swap_mask(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
