@@ -131,6 +131,35 @@ def test_conv_operator_bound_is_sound_and_tight(kwargs):
         assert bound <= 1.15 * norm
 
 
+@pytest.mark.parametrize(
+    ("size", "stride", "padding_mode"),
+    [
+        ((7, 9), (1, 1), "circular"),
+        ((8, 10), (2, 2), "circular"),
+        ((6, 9), (2, 1), "circular"),
+        ((7, 9), (1, 1), "zeros"),
+        ((9, 8), (2, 2), "zeros"),
+    ],
+)
+def test_conv_operator_norm_against_the_dense_matrix(size, stride, padding_mode):
+    """The FFT formula (half the spectrum, Gram eigenvalues) against the SVD of the operator's
+    dense matrix: equal for circular padding, an upper bound for zero padding."""
+    from tradeoff.nn.operator_norm import conv2d_operator_norm
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 5, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=False)
+    conv = conv.double()
+    n = 3 * size[0] * size[1]
+    dense = torch.func.jacrev(lambda v: conv(v.view(1, 3, *size)).flatten())(
+        torch.zeros(n, dtype=torch.float64)
+    )
+    exact = float(torch.linalg.matrix_norm(dense.detach(), ord=2))
+    circular = padding_mode == "circular"
+    bound = conv2d_operator_norm(conv.weight, size, stride, (2, 2), circular=circular)
+    assert bound >= exact
+    assert bound <= exact * (1 + 2e-6) if circular else bound <= 1.15 * exact
+
+
 def test_conv_transpose_bound():
     torch.manual_seed(0)
     conv = nn.ConvTranspose2d(5, 3, 3, padding=1, bias=False)

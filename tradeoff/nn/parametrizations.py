@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .operator_norm import conv2d_operator_norm
+from .operator_norm import REL_SLACK, conv2d_operator_norm
 
 __all__ = [
     "AOLRescale",
@@ -248,14 +248,21 @@ class SpectralBjorck(CachedParametrization):
     def _operator_norm_if_binding(self, kernel: torch.Tensor, coef: float) -> float | None:
         """Exact operator norm of `kernel` when coef·norm > 1 (the cap binds), else None.
 
-        The exact norm (FFT + batched SVD) is only recomputed when a cheap sound bound cannot
-        rule the cap out: ‖conv(K)‖ ≤ ‖conv(K₀)‖ + Σ_a ‖K[:, :, a] − K₀[:, :, a]‖_F for the
-        kernel K₀ of the last exact computation. The result equals computing it every step.
+        The exact norm (FFT + batched eigenvalues) is only recomputed when a cheap sound bound
+        cannot rule the cap out: ‖conv(K)‖ ≤ ‖conv(K₀)‖ + Σ_a ‖K[:, :, a] − K₀[:, :, a]‖ for the
+        kernel K₀ of the last exact computation (a convolution is a sum of shifted taps, each
+        shift an isometry), with the Frobenius norm of each tap first and, if that is not
+        enough, its spectral norm. The result equals computing it every step.
         """
         ref = self._norm_ref
         if ref is not None and ref[0].shape == kernel.shape and ref[0].device == kernel.device:
-            drift = (kernel - ref[0]).square().sum(dim=(0, 1)).sqrt().sum()
-            if coef * (ref[1] + float(drift)) <= 1.0:
+            taps = (kernel - ref[0]).double().permute(2, 3, 0, 1).flatten(0, 1)
+            slack = 1 + REL_SLACK
+            if coef * (ref[1] + float(torch.linalg.matrix_norm(taps).sum()) * slack) <= 1.0:
+                return None
+            gram = taps.mT @ taps if taps.shape[-1] <= taps.shape[-2] else taps @ taps.mT
+            drift = float(torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt().sum())
+            if coef * (ref[1] + drift * slack) <= 1.0:
                 return None
         norm = conv2d_operator_norm(kernel, **self.conv_geometry)
         self._norm_ref = (kernel.clone(), norm)
