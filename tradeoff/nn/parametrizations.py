@@ -275,6 +275,40 @@ class SpectralBjorck(CachedParametrization):
         )
 
 
+class _AbsGramRowSums(torch.autograd.Function):
+    """r_i = Σ_j |WᵀW|_ij, with a backward that uses the symmetry of WᵀW.
+
+    With S = sign(WᵀW) and c = ∂L/∂r, ∂L/∂W = W·(S ∘ (c_i + c_j)): one (in × in) product where
+    autograd's abs/sum/matmul chain takes two, and no |WᵀW| temporary in the forward pass.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gram = weight.t() @ weight
+        return torch.linalg.vector_norm(gram, ord=1, dim=1), gram
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        (weight,) = inputs
+        _, gram = output
+        ctx.mark_non_differentiable(gram)
+        ctx.save_for_backward(weight, gram)
+        ctx.save_for_forward(weight, gram)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        weight, gram = ctx.saved_tensors
+        return weight @ gram.sign().mul_(grad[:, None] + grad[None, :])
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weight, gram = ctx.saved_tensors
+        d_gram = tangent.t() @ weight
+        return (gram.sign() * (d_gram + d_gram.t())).sum(dim=1), None
+
+
 class AOLRescale(CachedParametrization):
     """Almost-orthogonal rescaling (Prach & Lampert, 2022): W ↦ W·diag(d).
 
@@ -290,8 +324,7 @@ class AOLRescale(CachedParametrization):
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 2:
-            gram = (weight.t() @ weight).abs()
-            d = torch.rsqrt(gram.sum(dim=1).clamp_min(self.eps))
+            d = torch.rsqrt(_AbsGramRowSums.apply(weight)[0].clamp_min(self.eps))
             return weight * d.unsqueeze(0)
         if weight.ndim == 4:
             kh, kw = weight.shape[-2:]
