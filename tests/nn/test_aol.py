@@ -31,6 +31,26 @@ def test_aol_linear_derivatives_match_the_textbook_formula(shape):
     torch.testing.assert_close(jv, expected)
 
 
+@pytest.mark.parametrize("shape", [(3, 700), (10, 1100)])
+def test_aol_row_blocks_add_up_to_the_whole(shape):
+    """Wide inputs are processed in several blocks of rows of WᵀW (2 MB each)."""
+    from tradeoff.nn.parametrizations import _row_blocks
+
+    gen = torch.Generator().manual_seed(shape[1])
+    w = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert len(_row_blocks(w)) > 1
+    aol = AOLRescale()
+    torch.testing.assert_close(aol.compute(w), textbook_aol(w))
+    up = torch.randn(shape, generator=gen, dtype=torch.float64)
+    (mine,) = torch.autograd.grad((aol.compute(w) * up).sum(), w)
+    (ref,) = torch.autograd.grad((textbook_aol(w) * up).sum(), w)
+    torch.testing.assert_close(mine, ref)
+    v = torch.randn(shape, generator=gen, dtype=torch.float64)
+    _, jv = torch.func.jvp(aol.compute, (w.detach(),), (v,))
+    _, expected = torch.func.jvp(textbook_aol, (w.detach(),), (v,))
+    torch.testing.assert_close(jv, expected)
+
+
 def test_aol_layer_trains_under_vmap_over_inputs():
     layer = AOLLinear(12, 5).train()
     x = torch.randn(4, 3, 12)

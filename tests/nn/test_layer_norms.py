@@ -287,3 +287,18 @@ def test_spectral_conv_cap_matches_an_exact_cap_every_step(c_in, c_out, size):
             exact = param.compute(original)
         torch.testing.assert_close(cached, exact, rtol=0, atol=0)
         assert measured_linear_norm(copy.deepcopy(layer), (c_in, *size), iters=60) <= 1 + BJORCK_TOL
+
+
+@pytest.mark.parametrize("shape", [(32, 144), (256, 2304), (7, 3), (50, 50)])
+def test_gram_iteration_bounds_the_spectral_norm(shape):
+    """Above the exact norm at every step count, and within rank^(1/2^(k+1)) of it."""
+    from tradeoff.nn.operator_norm import gram_iteration_norm
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    m = torch.randn(shape, generator=gen, dtype=torch.float64) * 1e-3
+    exact = float(torch.linalg.matrix_norm(m, ord=2))
+    rank = min(shape)
+    for steps in (0, 1, 3, 6):
+        bound = gram_iteration_norm(m, steps)
+        assert exact <= bound <= exact * rank ** (1 / 2 ** (steps + 1)) * (1 + 1e-9)
+    assert gram_iteration_norm(torch.zeros(shape)) == 0.0
