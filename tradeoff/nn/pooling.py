@@ -75,8 +75,61 @@ class ScaledL2NormPool2d(_WindowPool):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == self.kernel_size and x.ndim == 4:
+            return _WindowNorm.apply(x, self.kernel_size, self.eps)
         sq = F.avg_pool2d(x.square(), self.kernel_size, self.stride) * self.area
         return torch.sqrt(sq.clamp_min(self.eps**2))
+
+
+class _WindowNorm(torch.autograd.Function):
+    """max(‖window‖₂, eps) over non-overlapping (kh, kw) windows, as one autograd node.
+
+    Its derivative is x / y, broadcast over each window (0 where y = eps), applied in one pass
+    over the input; autograd's chain (square, avg_pool2d, clamp, sqrt) takes three, and its
+    pooling backward fills a zero tensor first. Rows and columns past the last whole window,
+    which avg_pool2d drops, get gradient 0.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, kernel_size: tuple[int, int], eps: float) -> torch.Tensor:
+        area = kernel_size[0] * kernel_size[1]
+        sq = F.avg_pool2d(x.square(), kernel_size).mul_(area)
+        return sq.clamp_min_(eps * eps).sqrt_()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, kernel_size, eps = inputs
+        ctx.kernel_size, ctx.eps = kernel_size, eps
+        ctx.save_for_backward(x, output)
+        ctx.save_for_forward(x, output)
+
+    @staticmethod
+    def _per_window(ctx, t: torch.Tensor) -> torch.Tensor:
+        """t / y where the window norm exceeds eps (the clamp's gradient is 0 below it)."""
+        _, y = ctx.saved_tensors
+        return torch.where(y > ctx.eps, t / y, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        x, y = ctx.saved_tensors
+        (kh, kw), (ho, wo) = ctx.kernel_size, y.shape[-2:]
+        scale = _WindowNorm._per_window(ctx, grad)
+        whole = x[..., : ho * kh, : wo * kw].unflatten(3, (wo, kw)).unflatten(2, (ho, kh))
+        inner = (whole * scale[:, :, :, None, :, None]).flatten(4, 5).flatten(2, 3)
+        if inner.shape == x.shape:
+            return inner, None, None
+        out = torch.zeros_like(x)
+        out[..., : ho * kh, : wo * kw] = inner
+        return out, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor, *_: object) -> torch.Tensor:
+        x, _ = ctx.saved_tensors
+        area = ctx.kernel_size[0] * ctx.kernel_size[1]
+        dot = F.avg_pool2d(x * tangent, ctx.kernel_size) * area
+        return _WindowNorm._per_window(ctx, dot)
 
 
 class ScaledGlobalAvgPool2d(nn.Module):
