@@ -106,3 +106,40 @@ def test_corrupt_dataset_file_is_refused(tmp_path):
     )
     assert proc.returncode == 2
     assert "SHA-256" in proc.stderr or "sha256" in proc.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("override", "message", "listed"),
+    [
+        ("loss=nosuch", "Could not find 'loss/nosuch'", "offset_ce"),
+        ("data=nosuch", "Could not find 'data/nosuch'", "fashion_mnist"),
+        ("model.name=nosuch", "unknown model 'nosuch'", "lipconvnet"),
+    ],
+)
+def test_unknown_loss_dataset_or_model_lists_the_valid_ones(tmp_path, override, message, listed):
+    proc = _cli(["tradeoff-train", "data=digits", override], tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr and listed in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() or _no_running(tmp_path / "mlflow.db")
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_unwritable_output_folder_stops_before_any_run(tmp_path, multirun):
+    """A run (or sweep) folder that cannot be created: one line naming the option, exit 2,
+    and no MLflow run, not even a sweep's parent run, left behind."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    args = ["tradeoff-train", "data=digits", "train.epochs=1", f"{key}={blocker / 'out'}"]
+    if multirun:
+        args[1:1] = ["-m", "loss.tau=1,10"]
+    proc = _cli(args, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = f"tradeoff-train: error: {key}='{blocker / 'out'}' cannot be written (Not a directory)"
+    assert proc.stderr.strip().splitlines() == [f"{line}; set {key} to a writable folder"]
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{db}")
+        assert mlflow.search_runs(search_all_experiments=True).empty

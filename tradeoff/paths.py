@@ -1,11 +1,70 @@
-"""Where the project's Hydra configs (`conf/`) and named sweeps (`sweeps/`) live."""
+"""Where the project's Hydra configs (`conf/`) and named sweeps (`sweeps/`) live, and the
+check that an output folder can be written before any work is done."""
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["conf_dir", "project_root", "sweeps_dir"]
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+__all__ = [
+    "OutputDirCheck",
+    "OutputDirError",
+    "conf_dir",
+    "project_root",
+    "sweeps_dir",
+    "writable_dir",
+]
+
+
+class OutputDirError(ValueError):
+    """An output folder that cannot be created or written; `reason` is the OS's word for why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def writable_dir(path: str | os.PathLike[str], setting: str) -> Path:
+    """Create `path` if needed and write a scratch file in it; raise OutputDirError naming
+    `setting` (the option that chose the folder) and the fix otherwise."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputDirError(
+            f"{setting}={str(path)!r} cannot be written ({reason}); "
+            f"set {setting} to a writable folder",
+            reason,
+        ) from None
+    return folder
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: refuse an unwritable run or sweep folder in one line, before any job,
+    MLflow run or training starts (Hydra itself would fail later, with a traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_or_exit(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_or_exit(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def _check_or_exit(path: str, setting: str) -> None:
+    try:
+        writable_dir(path, setting)
+    except OutputDirError as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def project_root() -> Path:

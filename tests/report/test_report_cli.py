@@ -171,6 +171,19 @@ def test_errors_exit_non_zero_with_a_message_and_no_pdf(store, tmp_path, capsys,
     assert list(out.iterdir()) == []  # not even a temporary file
 
 
+def test_unwritable_out_folder_is_named_before_any_drawing(store, tmp_path, capsys):
+    _, uri, _ = store
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--tracking-uri", uri, "--out", str(blocker / "r.pdf")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tradeoff-report: error: --out='{blocker / 'r.pdf'}'")
+    assert "writable folder" in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a folder"
+
+
 def test_missing_store_is_an_error_not_a_new_database(tmp_path):
     with pytest.raises(ReportError, match="no MLflow store"):
         load_runs("quick", tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}")

@@ -16,10 +16,12 @@ import matplotlib
 import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 
+from ..paths import OutputDirError, writable_dir
 from .frame import (
     DEFAULT_X,
     DEFAULT_Y,
     REFERENCE,
+    ReportError,
     front_table,
     hypervolume,
     metric_column,
@@ -98,6 +100,13 @@ def build_report(
     x, y = x_col.removeprefix("metrics."), y_col.removeprefix("metrics.")
     runs["on_front"] = pareto_front(runs, x_col, y_col)
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
+    try:
+        writable_dir(pdf_path.parent, "--out")
+    except OutputDirError as exc:
+        raise ReportError(
+            f"--out={str(pdf_path)!r}: its folder cannot be written ({exc.reason}); "
+            "choose an --out in a writable folder"
+        ) from None
     table = front_table(runs, x_col, y_col)
     data = ReportData(
         runs=runs,
@@ -120,7 +129,6 @@ def build_report(
     front = data.front
     curve_runs = front.iloc[_subset(len(front), MAX_CURVES)]
     data.certificates, data.histories = _fetch(selection.client, curve_runs, data.curve_metrics)
-    pdf_path.parent.mkdir(parents=True, exist_ok=True)
     temps: list[Path] = []
     try:
         with matplotlib.rc_context(RC):
