@@ -143,3 +143,15 @@ def test_unwritable_output_folder_stops_before_any_run(tmp_path, multirun):
 
         mlflow.set_tracking_uri(f"sqlite:///{db}")
         assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_unwritable_tracking_folder_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    uri = f"sqlite:///{blocker / 'sub' / 'mlflow.db'}"
+    proc = _cli(["tradeoff-train", "data=digits", f"tracking.uri={uri}"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"tradeoff-train: error: tracking.uri={uri!r}: folder '{blocker / 'sub'}' does not exist "
+        "or is not writable; create it or point tracking.uri elsewhere"
+    ]

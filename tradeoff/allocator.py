@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -28,9 +29,8 @@ _USER_SETTINGS = (
     "LD_PRELOAD",
 )
 
-_state: str | None = None
 
-
+@functools.cache
 def tune_allocator() -> str:
     """Raise glibc's mmap/trim thresholds once per process; return what the allocator runs as.
 
@@ -38,13 +38,6 @@ def tune_allocator() -> str:
     glibc or when the user already chose allocator settings (`MALLOC_*_`, `GLIBC_TUNABLES`,
     or a preloaded allocator such as jemalloc), or set `TRADEOFF_TUNE_ALLOCATOR=0`.
     """
-    global _state
-    if _state is None:
-        _state = _apply()
-    return _state
-
-
-def _apply() -> str:
     if os.environ.get("TRADEOFF_TUNE_ALLOCATOR", "1") == "0":
         return "default: TRADEOFF_TUNE_ALLOCATOR=0"
     chosen = [name for name in _USER_SETTINGS if os.environ.get(name)]

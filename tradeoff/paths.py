@@ -30,12 +30,15 @@ class OutputDirError(ValueError):
         self.reason = reason
 
 
-def writable_dir(path: str | os.PathLike[str], setting: str) -> Path:
-    """Create `path` if needed and write a scratch file in it; raise OutputDirError naming
-    `setting` (the option that chose the folder) and the fix otherwise."""
+def writable_dir(path: str | os.PathLike[str], setting: str, create: bool = True) -> Path:
+    """Create `path` if needed (unless `create` is false) and write a scratch file in it; raise
+    OutputDirError naming `setting` (the option that chose the folder) and the fix otherwise.
+
+    A real write, not os.access: as root, access() says yes to read-only folders."""
     folder = Path(path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:

@@ -35,6 +35,8 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from .paths import OutputDirError, writable_dir
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -85,11 +87,13 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         folder = path.parent if str(path.parent) else Path(".")
-        if not folder.exists() or not os.access(folder, os.W_OK):
+        try:
+            writable_dir(folder, "tracking.uri", create=False)
+        except OutputDirError:
             raise ValueError(
                 f"tracking.uri={uri!r}: folder {str(folder)!r} does not exist or is not "
                 "writable; create it or point tracking.uri elsewhere"
-            )
+            ) from None
 
 
 def experiment_name(cfg: DictConfig) -> str:

@@ -140,7 +140,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train one configuration, log it to MLflow, return its final metrics."""
     threads = _threads(cfg)
     torch.set_num_threads(threads)
-    log.info("intra-op threads: %d, allocator: %s", threads, tune_allocator())
+    allocator = tune_allocator()
+    log.info("intra-op threads: %d, allocator: %s", threads, allocator)
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.get("uri")))
     job = build(cfg)
     dev = job.device

@@ -14,21 +14,26 @@ def textbook_aol(w: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return w * torch.rsqrt((w.t() @ w).abs().sum(dim=1).clamp_min(eps)).unsqueeze(0)
 
 
+def _assert_matches_textbook(w: torch.Tensor, gen: torch.Generator) -> None:
+    """Values, reverse-mode gradients and forward-mode tangents equal the textbook formula's."""
+    aol = AOLRescale()
+    torch.testing.assert_close(aol.compute(w), textbook_aol(w))
+    up = torch.randn(w.shape, generator=gen, dtype=torch.float64)
+    (mine,) = torch.autograd.grad((aol.compute(w) * up).sum(), w)
+    (ref,) = torch.autograd.grad((textbook_aol(w) * up).sum(), w)
+    torch.testing.assert_close(mine, ref)
+    v = torch.randn(w.shape, generator=gen, dtype=torch.float64)
+    _, jv = torch.func.jvp(aol.compute, (w.detach(),), (v,))
+    _, expected = torch.func.jvp(textbook_aol, (w.detach(),), (v,))
+    torch.testing.assert_close(jv, expected)
+
+
 @pytest.mark.parametrize("shape", [(6, 15), (10, 4), (5, 5)])
 def test_aol_linear_derivatives_match_the_textbook_formula(shape):
     gen = torch.Generator().manual_seed(sum(shape))
     w = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
-    aol = AOLRescale()
-    torch.testing.assert_close(aol.compute(w), textbook_aol(w))
-    assert torch.autograd.gradcheck(aol.compute, (w,))
-    up = torch.randn(shape, generator=gen, dtype=torch.float64)
-    (mine,) = torch.autograd.grad((aol.compute(w) * up).sum(), w)
-    (ref,) = torch.autograd.grad((textbook_aol(w) * up).sum(), w)
-    torch.testing.assert_close(mine, ref)
-    v = torch.randn(shape, generator=gen, dtype=torch.float64)
-    _, jv = torch.func.jvp(aol.compute, (w.detach(),), (v,))
-    _, expected = torch.func.jvp(textbook_aol, (w.detach(),), (v,))
-    torch.testing.assert_close(jv, expected)
+    assert torch.autograd.gradcheck(AOLRescale().compute, (w,))
+    _assert_matches_textbook(w, gen)
 
 
 @pytest.mark.parametrize("shape", [(3, 700), (10, 1100)])
@@ -39,16 +44,7 @@ def test_aol_row_blocks_add_up_to_the_whole(shape):
     gen = torch.Generator().manual_seed(shape[1])
     w = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
     assert len(_row_blocks(w)) > 1
-    aol = AOLRescale()
-    torch.testing.assert_close(aol.compute(w), textbook_aol(w))
-    up = torch.randn(shape, generator=gen, dtype=torch.float64)
-    (mine,) = torch.autograd.grad((aol.compute(w) * up).sum(), w)
-    (ref,) = torch.autograd.grad((textbook_aol(w) * up).sum(), w)
-    torch.testing.assert_close(mine, ref)
-    v = torch.randn(shape, generator=gen, dtype=torch.float64)
-    _, jv = torch.func.jvp(aol.compute, (w.detach(),), (v,))
-    _, expected = torch.func.jvp(textbook_aol, (w.detach(),), (v,))
-    torch.testing.assert_close(jv, expected)
+    _assert_matches_textbook(w, gen)
 
 
 def test_aol_layer_trains_under_vmap_over_inputs():

@@ -29,9 +29,13 @@ def spectral_norm(matrices: torch.Tensor) -> float:
     (Weyl), is far inside REL_SLACK.
     """
     m = matrices.to(torch.complex128 if matrices.is_complex() else torch.float64)
-    gram = m.mH @ m if m.shape[-1] <= m.shape[-2] else m @ m.mH
-    top = float(torch.linalg.eigvalsh(gram)[..., -1].max().clamp_min(0))
+    top = float(torch.linalg.eigvalsh(_small_gram(m))[..., -1].max().clamp_min(0))
     return math.sqrt(top) * (1 + REL_SLACK)
+
+
+def _small_gram(m: torch.Tensor) -> torch.Tensor:
+    """MᴴM or MMᴴ, whichever is smaller: its top eigenvalue is ‖M‖₂²."""
+    return m.mH @ m if m.shape[-1] <= m.shape[-2] else m @ m.mH
 
 
 def gram_iteration_norm(matrix: torch.Tensor, steps: int = 3) -> float:
@@ -41,8 +45,7 @@ def gram_iteration_norm(matrix: torch.Tensor, steps: int = 3) -> float:
     factor n^(1/2^(k+1)) above σ₁ for rank n) for one n×n product, with no eigensolver. The
     iterates are renormalised (in log space) so nothing overflows; float64, times (1 + REL_SLACK).
     """
-    m = matrix.detach().to(torch.float64)
-    g = m.mT @ m if m.shape[-1] <= m.shape[-2] else m @ m.mT
+    g = _small_gram(matrix.detach().to(torch.float64))
     norm = torch.linalg.matrix_norm(g)
     if float(norm) == 0.0:
         return 0.0

@@ -106,16 +106,10 @@ class _WindowNorm(torch.autograd.Function):
         ctx.save_for_forward(x, output)
 
     @staticmethod
-    def _per_window(ctx, t: torch.Tensor) -> torch.Tensor:
-        """t / y where the window norm exceeds eps (the clamp's gradient is 0 below it)."""
-        _, y = ctx.saved_tensors
-        return torch.where(y > ctx.eps, t / y, 0.0)
-
-    @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         x, y = ctx.saved_tensors
         (kh, kw), (ho, wo) = ctx.kernel_size, y.shape[-2:]
-        scale = _WindowNorm._per_window(ctx, grad)
+        scale = _over_norm(grad, y, ctx.eps)
         whole = x[..., : ho * kh, : wo * kw].unflatten(3, (wo, kw)).unflatten(2, (ho, kh))
         inner = (whole * scale[:, :, :, None, :, None]).flatten(4, 5).flatten(2, 3)
         if inner.shape == x.shape:
@@ -126,10 +120,15 @@ class _WindowNorm(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, tangent: torch.Tensor, *_: object) -> torch.Tensor:
-        x, _ = ctx.saved_tensors
+        x, y = ctx.saved_tensors
         area = ctx.kernel_size[0] * ctx.kernel_size[1]
         dot = F.avg_pool2d(x * tangent, ctx.kernel_size) * area
-        return _WindowNorm._per_window(ctx, dot)
+        return _over_norm(dot, y, ctx.eps)
+
+
+def _over_norm(t: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """t / y where the window norm y exceeds eps (the clamp's gradient is 0 below it)."""
+    return torch.where(y > eps, t / y, 0.0)
 
 
 class ScaledGlobalAvgPool2d(nn.Module):
