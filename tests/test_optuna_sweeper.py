@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
+from sqlite_peek import query
 
 from hydra_plugins.tradeoff_optuna_sweeper._impl import (
     TradeoffOptunaSweeperImpl,
@@ -329,18 +329,9 @@ def test_study_with_conditional_space_finishes_then_resumes(workspace):
     assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"]}
 
 
-def _query(db: Path, sql: str, *args: str) -> list[tuple]:
-    """Rows from a sqlite store (Optuna's or MLflow's) read while a study writes to it."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
-        return []  # not created yet, or busy
-
-
 def _states(db: Path, study: str) -> dict[int, str]:
     """Trial number → state in Optuna's sqlite file."""
-    rows = _query(
+    rows = query(
         db,
         "SELECT t.number, t.state FROM trials t JOIN studies s ON t.study_id = s.study_id "
         "WHERE s.study_name = ?",
@@ -351,7 +342,7 @@ def _states(db: Path, study: str) -> dict[int, str]:
 
 def _training(db: Path, trial: int) -> bool:
     """Whether an MLflow run of `trial` is RUNNING in MLflow's sqlite file (its job trains)."""
-    rows = _query(
+    rows = query(
         db,
         "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
         "WHERE t.key = 'optuna.trial' AND t.value = ?",
