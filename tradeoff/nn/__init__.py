@@ -2,9 +2,10 @@
 pooling and residual blocks, each with an exact or sound Lipschitz bound."""
 
 from .activations import Abs, FullSort, GroupSort, GroupSort2, Householder, MaxMin
+from .bjorck import bjorck_orthonormalize, power_iteration, spectral_bjorck
 from .conv import AOLConv2d, LipschitzConv2d, SpectralConv2d
 from .linear import AOLLinear, SpectralLinear
-from .parametrizations import AOLRescale, SpectralBjorck, bjorck_orthonormalize, power_iteration
+from .parametrizations import AOLRescale, SpectralBjorck
 from .pooling import (
     InvertibleDownsampling,
     ScaledAvgPool2d,
@@ -35,4 +36,5 @@ __all__ = [
     "SpectralLinear",
     "bjorck_orthonormalize",
     "power_iteration",
+    "spectral_bjorck",
 ]

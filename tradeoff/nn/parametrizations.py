@@ -14,15 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bjorck import spectral_bjorck
 from .operator_norm import REL_SLACK, conv2d_operator_norm, gram_iteration_norm
 
-__all__ = [
-    "AOLRescale",
-    "CachedParametrization",
-    "SpectralBjorck",
-    "bjorck_orthonormalize",
-    "power_iteration",
-]
+__all__ = ["AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
 
 class CachedParametrization(nn.Module):
@@ -54,134 +49,6 @@ class CachedParametrization(nn.Module):
     def train(self, mode: bool = True) -> CachedParametrization:
         self._cache = None
         return super().train(mode)
-
-
-@torch.no_grad()
-def power_iteration(
-    w: torch.Tensor, u: torch.Tensor, eps: float = 1e-3, max_iter: int = 10
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leading singular vectors (u, v) of the matrix `w` (out, k), warm-started from `u`.
-
-    Stops when the update of `u` is smaller than `eps` in L2 norm, as deel-lip does.
-    """
-    wt = w.t()
-    for _ in range(max(max_iter, 1)):
-        v = _unit(wt @ u)
-        new_u = _unit(w @ v)
-        delta = float(torch.linalg.vector_norm(new_u - u))
-        u = new_u
-        if delta < eps:
-            break
-    return u, v
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    """F.normalize(x, dim=0) for a vector, in two ops instead of four (this loop is op-bound)."""
-    return x / torch.linalg.vector_norm(x).clamp_min(1e-12)
-
-
-def bjorck_orthonormalize(
-    w: torch.Tensor, eps: float = 1e-3, beta: float = 0.5, max_iter: int = 15
-) -> torch.Tensor:
-    """Björck iterations w <- (1 + beta) w - beta w wᵀ w, as in deel-lip.
-
-    Stops when the Frobenius norm of the update is below `eps`. With beta = 0.5 and an input of
-    spectral norm <= 2, each iteration maps every singular value s to 1.5 s - 0.5 s³ <= 1.
-
-    A long, thin matrix on CPU (the seed's 64×1568 dense layer) takes the spectral form of the
-    same iterations (`_bjorck_gram`), 4-8× faster forward and backward; otherwise the
-    iterations run as written.
-    """
-    short, long = sorted(w.shape)
-    if w.device.type == "cpu" and long >= 2 * short:
-        return _bjorck_gram(w, eps, beta, max_iter)
-    return _bjorck_direct(w, eps, beta, max_iter)
-
-
-def _bjorck_direct(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> torch.Tensor:
-    rows, cols = w.shape
-    for _ in range(max_iter):
-        if rows <= cols:
-            new_w = (1 + beta) * w - beta * (w @ w.t()) @ w
-        else:
-            new_w = (1 + beta) * w - beta * w @ (w.t() @ w)
-        delta = torch.linalg.matrix_norm((new_w - w).detach())
-        w = new_w
-        if delta < eps:
-            break
-    return w
-
-
-def _bjorck_gram(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> torch.Tensor:
-    """The same iterates as `_bjorck_direct`, computed on the eigenvalues of the short side.
-
-    Every iterate is A·w₀ with A = p(G) a polynomial in the Gram matrix G = w₀w₀ᵀ (n×n, n the
-    short side), and p acts on each eigenvalue λ of G by the scalar iteration
-    a ← (1 + beta)·a − beta·a³·λ from a = 1 (the singular value s = √λ becomes s·a). The
-    stopping rule's ‖(A' − A)w₀‖²_F is Σ (a' − a)²·λ. So one symmetric eigendecomposition
-    replaces every n×n product, and the long side is touched twice (for G and for A·w₀). G and A
-    are in float64: A's entries grow on small singular values and float32 rounding would leak
-    into the top singular value. The result is cast back to w's dtype.
-    """
-    transpose = w.shape[0] > w.shape[1]
-    w0 = (w.t() if transpose else w).double()  # wᵀ follows the same iteration on its rows
-    a = _BjorckSpectrum.apply(w0 @ w0.t(), eps, beta, max_iter)[0]
-    out = (a @ w0).to(w.dtype)
-    return out.t() if transpose else out
-
-
-class _BjorckSpectrum(torch.autograd.Function):
-    """G ↦ A = p(G) for the Björck polynomial p above, with its exact derivative.
-
-    The derivative of a spectral function is Q (D ∘ (Qᵀ dG Q)) Qᵀ, with D the divided differences
-    (p(λᵢ) − p(λⱼ)) / (λᵢ − λⱼ) (p′(λᵢ) on ties, so equal eigenvalues, as in an orthogonal
-    kernel, are no special case). D is carried through the iterations by the product rule for
-    divided differences, written so that the larger a multiplies the smaller λ: that form
-    damps rounding errors instead of amplifying them.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(
-        gram: torch.Tensor, eps: float, beta: float, max_iter: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lam, q = torch.linalg.eigh(gram)  # ascending
-        lam = lam.clamp_min(0)
-        n = lam.shape[0]
-        index = torch.arange(n, device=lam.device)
-        upper = torch.maximum(index[:, None], index[None, :])  # the larger λ of each pair
-        lower = torch.minimum(lam[:, None], lam[None, :])
-        a = torch.ones_like(lam)
-        diff = torch.zeros(n, n, dtype=lam.dtype, device=lam.device)
-        for _ in range(max(max_iter, 1)):
-            ai, aj = a[:, None], a[None, :]
-            cube = diff * (ai * ai + ai * aj + aj * aj)
-            diff = (1 + beta) * diff - beta * (cube * lower + a[upper] ** 3)
-            new_a = (1 + beta) * a - beta * a**3 * lam
-            delta_sq = float(((new_a - a) ** 2 * lam).sum())
-            a = new_a
-            if delta_sq < eps * eps:
-                break
-        return (q * a) @ q.t(), q, diff
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        _, q, diff = output
-        ctx.mark_non_differentiable(q, diff)
-        ctx.save_for_backward(q, diff)
-        ctx.save_for_forward(q, diff)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple:
-        q, diff = ctx.saved_tensors
-        sym = (grad + grad.t()) / 2
-        return q @ (diff * (q.t() @ sym @ q)) @ q.t(), None, None, None
-
-    @staticmethod
-    def jvp(ctx, tangent: torch.Tensor, *_: object) -> tuple:
-        q, diff = ctx.saved_tensors
-        return q @ (diff * (q.t() @ tangent @ q)) @ q.t(), None, None
 
 
 class SpectralBjorck(CachedParametrization):
@@ -234,14 +101,18 @@ class SpectralBjorck(CachedParametrization):
         self._norm_ref: tuple[torch.Tensor, float] | None = None
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
-        w = weight.reshape(weight.shape[0], -1)
-        u, v = power_iteration(w.detach(), self.u, self.eps_spectral, self.max_power_iter)
+        w, u = spectral_bjorck(
+            weight.reshape(weight.shape[0], -1),
+            self.u,
+            self.eps_spectral,
+            self.eps_bjorck,
+            self.beta,
+            self.max_power_iter,
+            self.max_bjorck_iter,
+        )
         if self.training:
             with torch.no_grad():
                 self.u.copy_(u)
-        sigma = torch.dot(u, w @ v)
-        w = w / (sigma + self.eps_spectral)
-        w = bjorck_orthonormalize(w, self.eps_bjorck, self.beta, self.max_bjorck_iter)
         kernel = w.reshape(weight.shape)
         coef = self.coef
         if self.conv_geometry is not None:
