@@ -66,13 +66,14 @@ class _SortPairs(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:
         _, swap = output
         ctx.mark_non_differentiable(swap)
+        ctx.set_materialize_grads(False)  # else autograd zero-fills a gradient for `swap`
         ctx.save_for_backward(swap)
         ctx.save_for_forward(swap)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor | None, _: torch.Tensor | None) -> torch.Tensor | None:
         (swap,) = ctx.saved_tensors
-        return _swap_pairs(grad, swap)
+        return None if grad is None else _swap_pairs(grad, swap)
 
     @staticmethod
     def jvp(ctx, tangent: torch.Tensor) -> tuple[torch.Tensor, None]:
