@@ -138,3 +138,33 @@ def test_state_dict_round_trip_reproduces_outputs():
     b.load_state_dict(state)
     x = torch.rand(5, 1, 8, 8)
     torch.testing.assert_close(a.eval()(x), b.eval()(x))
+
+
+def _aol_sides(model: nn.Module) -> list[str]:
+    return [
+        m.parametrizations.weight[0].side for m in model.modules() if isinstance(m, lnn.AOLLinear)
+    ]
+
+
+def test_aol_side_option_and_pickled_models_keep_the_side_they_were_built_with():
+    import io
+
+    x = torch.rand(3, 1, 8, 8)
+    auto = zoo.create("seed_conv", input_shape=(1, 8, 8), num_classes=10, layer="aol").eval()
+    assert _aol_sides(auto) == ["output", "output"]  # dense 128 -> 64 and 64 -> 10 narrow
+    paper = zoo.create(
+        "seed_conv", input_shape=(1, 8, 8), num_classes=10, layer="aol", aol_side="input"
+    )
+    assert _aol_sides(paper) == ["input", "input"]
+    with pytest.raises(ValueError, match="aol_side"):
+        zoo.create("seed_mlp", input_shape=(1, 8, 8), layer="aol", aol_side="rows")
+    buffer = io.BytesIO()
+    torch.save(auto, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    assert _aol_sides(again) == ["output", "output"]
+    torch.testing.assert_close(again.eval()(x), auto(x))
+    # A model pickled before `aol_side` existed (recipe version 1) was built on the input side.
+    name, opts = auto.spec
+    old = zoo._rebuild(name, auto.input_shape, 10, opts, auto.state_dict(), False)
+    assert _aol_sides(old) == ["input", "input"]

@@ -3,6 +3,10 @@
 `create("seed_conv", input_shape=(1, 28, 28), num_classes=10, layer="aol")` builds a model;
 `available()` lists the names. Every model is a `LipNet` (an `nn.Sequential` that remembers
 its input shape), so `tradeoff.certificates` can bound it layer by layer.
+
+Options shared by the builders: `layer` (the family: spectral | aol | plain), `activation`,
+and `aol_side`, which Gram matrix rescales AOL dense layers (auto | input | output, see
+`tradeoff.nn.AOLLinear`; auto takes the smaller one).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "abs": lambda c: lnn.Abs(),
 }
 POOLINGS = ("l2norm", "avg", "max", "invertible", "stride")
+AOL_SIDES = ("auto", "input", "output")  # which Gram matrix rescales AOL dense layers
+# Version of the recipe a pickled LipNet is rebuilt from. 2: `aol_side` exists (default "auto");
+# recipes of version 1 were built with AOL dense layers rescaled on the input side.
+RECIPE_VERSION = 2
 
 
 class LipNet(nn.Sequential):
@@ -48,7 +56,8 @@ class LipNet(nn.Sequential):
             return super().__reduce__()
         name, opts = self.spec
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        return (_rebuild, (name, self.input_shape, self.num_classes, opts, state, self.training))
+        args = (name, self.input_shape, self.num_classes, opts, state, self.training)
+        return (_rebuild, (*args, RECIPE_VERSION))
 
 
 def _rebuild(
@@ -58,7 +67,10 @@ def _rebuild(
     opts: dict[str, object],
     state: dict[str, object],
     training: bool,
+    recipe: int = 1,
 ) -> LipNet:
+    if recipe < 2 and "aol_side" in options(name):
+        opts = {"aol_side": "input", **opts}
     model = create(name, input_shape=input_shape, num_classes=num_classes, **opts)
     model.load_state_dict(state)
     return model.train(training)
@@ -133,12 +145,15 @@ def _activation(name: str, channels: int) -> nn.Module:
     return ACTIVATIONS[name](channels)
 
 
-def _linear(layer: str, fan_in: int, fan_out: int, bias: bool = True) -> nn.Module:
+def _linear(
+    layer: str, fan_in: int, fan_out: int, bias: bool = True, aol_side: str = "auto"
+) -> nn.Module:
     _check_choice("layer", layer, LAYERS)
+    _check_choice("aol_side", aol_side, AOL_SIDES)
     if layer == "spectral":
         return lnn.SpectralLinear(fan_in, fan_out, bias=bias)
     if layer == "aol":
-        return lnn.AOLLinear(fan_in, fan_out, bias=bias)
+        return lnn.AOLLinear(fan_in, fan_out, bias=bias, side=aol_side)
     return nn.Linear(fan_in, fan_out, bias=bias)
 
 
@@ -198,6 +213,7 @@ def seed_conv(
     input_shape: tuple[int, int, int],
     num_classes: int,
     layer: str = "spectral",
+    aol_side: str = "auto",
     activation: str = "groupsort2",
     pooling: str = "l2norm",
     filters: Sequence[int] = (16, 32),
@@ -218,9 +234,9 @@ def seed_conv(
     flat = c * size[0] * size[1]
     layers += [
         nn.Flatten(),
-        _linear(layer, flat, hidden),
+        _linear(layer, flat, hidden, aol_side=aol_side),
         _activation(activation, hidden),
-        _linear(layer, hidden, num_classes, bias=False),
+        _linear(layer, hidden, num_classes, bias=False, aol_side=aol_side),
     ]
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
@@ -230,6 +246,7 @@ def seed_mlp(
     input_shape: tuple[int, int, int],
     num_classes: int,
     layer: str = "spectral",
+    aol_side: str = "auto",
     activation: str = "groupsort2",
     hidden: Sequence[int] = (64, 32),
 ) -> LipNet:
@@ -237,9 +254,9 @@ def seed_mlp(
     fan_in = input_shape[0] * input_shape[1] * input_shape[2]
     layers: list[nn.Module] = [nn.Flatten()]
     for width in _ints(hidden):
-        layers += [_linear(layer, fan_in, width), _activation(activation, width)]
+        layers += [_linear(layer, fan_in, width, aol_side=aol_side), _activation(activation, width)]
         fan_in = width
-    layers.append(_linear(layer, fan_in, num_classes))
+    layers.append(_linear(layer, fan_in, num_classes, aol_side=aol_side))
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
 
@@ -251,6 +268,7 @@ def lipconvnet(
     depth: int = 2,
     stages: int = 3,
     layer: str = "spectral",
+    aol_side: str = "auto",
     activation: str = "groupsort2",
     pooling: str = "stride",
     kernel_size: int = 3,
@@ -284,9 +302,12 @@ def lipconvnet(
     layers.append(nn.Flatten())
     fan_in = c * size[0] * size[1]
     if hidden:
-        layers += [_linear(layer, fan_in, hidden), _activation(activation, hidden)]
+        layers += [
+            _linear(layer, fan_in, hidden, aol_side=aol_side),
+            _activation(activation, hidden),
+        ]
         fan_in = hidden
-    layers.append(_linear(layer, fan_in, num_classes, bias=False))
+    layers.append(_linear(layer, fan_in, num_classes, bias=False, aol_side=aol_side))
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
 
@@ -299,6 +320,7 @@ def sll_net(
     stages: int = 2,
     inner_factor: int = 1,
     layer: str = "aol",
+    aol_side: str = "auto",
 ) -> LipNet:
     """A residual network of SDP-based Lipschitz layers (SLL, Araujo et al., 2023).
 
@@ -327,5 +349,8 @@ def sll_net(
             size = (size[0] // 2, size[1] // 2)
             layers += [lnn.InvertibleDownsampling(2), _conv(layer, c * 4, c * 2, size, 1)]
             c *= 2
-    layers += [nn.Flatten(), _linear(layer, c * size[0] * size[1], num_classes, bias=False)]
+    layers += [
+        nn.Flatten(),
+        _linear(layer, c * size[0] * size[1], num_classes, bias=False, aol_side=aol_side),
+    ]
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)

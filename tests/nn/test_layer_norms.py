@@ -51,8 +51,9 @@ def test_spectral_linear_norm(fan_in, fan_out, randomize):
 
 
 @pytest.mark.parametrize("fan_in,fan_out", LINEAR_SHAPES)
-def test_aol_linear_norm(fan_in, fan_out):
-    layer = _randomize(lnn.AOLLinear(fan_in, fan_out))
+@pytest.mark.parametrize("side", ["input", "output", "auto"])
+def test_aol_linear_norm(fan_in, fan_out, side):
+    layer = _randomize(lnn.AOLLinear(fan_in, fan_out, side=side))
     norm = measured_linear_norm(layer, (fan_in,))
     assert norm <= 1 + AOL_TOL
     assert _covers(_bound_of(layer, (fan_in,)), norm)

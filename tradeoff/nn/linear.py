@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .parametrizations import AOLRescale, SpectralBjorck
+from .parametrizations import AOL_SIDES, AOLRescale, SpectralBjorck
 
 __all__ = ["AOLLinear", "SpectralLinear"]
 
@@ -44,11 +44,22 @@ class SpectralLinear(nn.Linear):
 
 
 class AOLLinear(nn.Linear):
-    """Almost-orthogonal dense layer (Prach & Lampert, 2022): norm <= 1 with no iteration."""
+    """Almost-orthogonal dense layer (Prach & Lampert, 2022): norm <= 1 with no iteration.
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+    `side` picks which Gram matrix sets the rescaling: "input" (the paper's W·diag(d), from
+    the in × in matrix |WᵀW|), "output" (diag(d)·W, from the out × out |WWᵀ|), or "auto", the
+    smaller of the two (output for a layer that narrows, as almost every dense layer does).
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, side: str = "auto"
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias)
+        if side not in ("auto", *AOL_SIDES):
+            raise ValueError(f"side must be 'auto', 'input' or 'output' (got {side!r})")
+        if side == "auto":
+            side = "output" if out_features < in_features else "input"
         nn.init.orthogonal_(self.weight)
         if bias:
             nn.init.zeros_(self.bias)
-        parametrize.register_parametrization(self, "weight", AOLRescale())
+        parametrize.register_parametrization(self, "weight", AOLRescale(side=side))

@@ -17,7 +17,7 @@ from torch import nn
 from .bjorck import spectral_bjorck
 from .operator_norm import REL_SLACK, conv2d_operator_norm, gram_iteration_norm
 
-__all__ = ["AOLRescale", "CachedParametrization", "SpectralBjorck"]
+__all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
 
 class CachedParametrization(nn.Module):
@@ -207,6 +207,9 @@ def _row_blocks(weight: torch.Tensor, block_bytes: int = 2 << 20) -> list[slice]
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+AOL_SIDES = ("input", "output")
+
+
 class AOLRescale(CachedParametrization):
     """Almost-orthogonal rescaling (Prach & Lampert, 2022): W ↦ W·diag(d).
 
@@ -214,25 +217,39 @@ class AOLRescale(CachedParametrization):
     convolution kernel, WᵀW is the Gram operator of the (unpadded, stride-1) convolution,
     computed as the cross-correlation of the kernel with itself over all shifts; zero padding
     and stride only remove terms, so the bound holds for them too.
+
+    `side="output"` (dense weights only) applies the same rule to Wᵀ: diag(d)·W with
+    d_i = (Σ_j |WWᵀ|_ij)^(-1/2), also of norm <= 1 (‖DW‖ = ‖WᵀD‖). Its Gram matrix is
+    out × out instead of in × in: for a 64×1568 layer, 600× less arithmetic.
     """
 
-    def __init__(self, eps: float = 1e-12) -> None:
+    def __init__(self, eps: float = 1e-12, side: str = "input") -> None:
         super().__init__()
+        if side not in AOL_SIDES:
+            raise ValueError(f"side must be one of {AOL_SIDES} (got {side!r})")
         self.eps = eps
+        self.side = side
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 2 and self.side == "output":
+            d = torch.rsqrt(_AbsGramRowSums.apply(weight.t()).clamp_min(self.eps))
+            return weight * d.unsqueeze(1)
         if weight.ndim == 2:
             d = torch.rsqrt(_AbsGramRowSums.apply(weight).clamp_min(self.eps))
             return weight * d.unsqueeze(0)
-        if weight.ndim == 4:
+        if weight.ndim == 4 and self.side == "input":
             kh, kw = weight.shape[-2:]
             kt = weight.transpose(0, 1)
             gram = F.conv2d(kt, kt, padding=(kh - 1, kw - 1)).abs()
             d = torch.rsqrt(gram.sum(dim=(1, 2, 3)).clamp_min(self.eps))
             return weight * d.view(1, -1, 1, 1)
         raise ValueError(
-            f"AOLRescale expects a 2-D or 4-D weight (got shape {tuple(weight.shape)})"
+            f"AOLRescale(side={self.side!r}) expects a 2-D weight, or a 4-D one with "
+            f"side='input' (got shape {tuple(weight.shape)})"
         )
+
+    def extra_repr(self) -> str:
+        return f"side={self.side!r}"
 
 
 def deel_conv_coefficient(
