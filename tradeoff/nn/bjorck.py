@@ -2,11 +2,11 @@
 
 `power_iteration` and `bjorck_orthonormalize` are the iterations as deel-lip writes them.
 `spectral_bjorck` is the whole map of a `SpectralLinear`/`SpectralConv2d` weight (power
-iteration from a persistent vector, division by σ + eps, Björck); on a long, thin matrix on CPU
-(the seed's 64×1568 dense layer, a first convolution's 16×9 kernel) it computes the very same
-iterates from one eigendecomposition of the short side's Gram matrix (`_SpectralBjorckGram`):
-the long side is then touched by two products forward and two backward, instead of two per
-power iteration and four per Björck iteration.
+iteration from a persistent vector, division by σ + eps, Björck); on CPU, for a matrix whose
+short side is at most `GRAM_FORM_MAX_SIDE` (the seed's 64×1568 dense layer, its 16×9 and
+32×144 kernels), it computes the very same iterates from one eigendecomposition of the short
+side's Gram matrix (`_SpectralBjorckGram`): the long side is then touched by two products
+forward and two backward, instead of two per power iteration and four per Björck iteration.
 
 The scalar recursions on the eigenvalues run in NumPy: they are ~200 operations on vectors of
 at most a few hundred entries, where torch's per-operation overhead would dominate.
@@ -95,8 +95,9 @@ def bjorck_orthonormalize(
     Stops when the Frobenius norm of the update is below `eps`. With beta = 0.5 and an input of
     spectral norm <= 2, each iteration maps every singular value s to 1.5 s - 0.5 s³ <= 1.
 
-    A long, thin matrix on CPU takes the spectral form of the same iterations (`_bjorck_gram`),
-    4-8× faster forward and backward; otherwise the iterations run as written.
+    On CPU, a matrix whose short side is at most `GRAM_FORM_MAX_SIDE` takes the spectral form
+    of the same iterations (`_bjorck_gram`), faster forward and backward; otherwise the
+    iterations run as written.
     """
     if _gram_form_applies(w):
         return _bjorck_gram(w, eps, beta, max_iter)

@@ -133,7 +133,14 @@ class SpectralBjorck(CachedParametrization):
         latter by Gram iteration. The result equals computing the exact norm every step.
         """
         ref = self._norm_ref
-        if ref is not None and ref[0].shape == kernel.shape and ref[0].device == kernel.device:
+        # When the cap bound at the last exact computation (coef·‖K₀‖ > 1), no bound of the form
+        # coef·(‖K₀‖ + drift) can rule it out now: go straight to the exact norm.
+        if (
+            ref is not None
+            and coef * ref[1] <= 1.0
+            and ref[0].shape == kernel.shape
+            and ref[0].device == kernel.device
+        ):
             delta = (kernel - ref[0]).double()
             slack = 1 + REL_SLACK
             taps = float(torch.linalg.matrix_norm(delta.permute(2, 3, 0, 1)).sum()) * slack
