@@ -221,7 +221,7 @@ def _np_unit(x: np.ndarray) -> np.ndarray:
 
 
 class _SpectralBjorckGram(torch.autograd.Function):
-    """`spectral_bjorck` of a long, thin matrix from one eigendecomposition, exact derivative.
+    """`spectral_bjorck` from one eigendecomposition of the short side's Gram, exact derivative.
 
     Write W (out × k) on its short side: S = W (out ≤ k) or Wᵀ, n × m with n ≤ m, and
     SSᵀ = Q diag(λ) Qᵀ, s = √λ. Power iteration's u (length out) lives on the left singular
