@@ -31,7 +31,6 @@ ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "abs": lambda c: lnn.Abs(),
 }
 POOLINGS = ("l2norm", "avg", "max", "invertible", "stride")
-AOL_SIDES = ("auto", "input", "output")  # which Gram matrix rescales AOL dense layers
 # Version of the recipe a pickled LipNet is rebuilt from. 2: `aol_side` exists (default "auto");
 # recipes of version 1 were built with AOL dense layers rescaled on the input side.
 RECIPE_VERSION = 2
@@ -149,7 +148,7 @@ def _linear(
     layer: str, fan_in: int, fan_out: int, bias: bool = True, aol_side: str = "auto"
 ) -> nn.Module:
     _check_choice("layer", layer, LAYERS)
-    _check_choice("aol_side", aol_side, AOL_SIDES)
+    _check_choice("aol_side", aol_side, lnn.AOLLinear.SIDES)
     if layer == "spectral":
         return lnn.SpectralLinear(fan_in, fan_out, bias=bias)
     if layer == "aol":

@@ -280,14 +280,16 @@ class _SpectralBjorckGram(torch.autograd.Function):
             v = _unit(short.t() @ (q @ torch.from_numpy(prev)))
         mu = lam / scale**2
         a, diff = _bjorck_multipliers(mu, eps_bjorck, beta, max_bjorck_iter)
-        result = (((q * torch.from_numpy(a / scale)) @ q.t()) @ short).to(weight.dtype)
+        p = (q * torch.from_numpy(a)) @ q.t()
+        result = ((p / scale) @ short).to(weight.dtype)
         return (
             result.t() if transposed else result,
             new_u.to(u0.dtype),
             v,
             q,
             torch.from_numpy(diff),
-            torch.from_numpy(np.stack([a, mu])),
+            p,
+            torch.from_numpy(mu),
             torch.tensor(scale, dtype=torch.float64),
         )
 
@@ -301,10 +303,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
 
     @staticmethod
     def _unpack(ctx) -> tuple:
-        weight, result, u, v, q, diff, a_mu, scale = ctx.saved_tensors
+        weight, result, u, v, q, diff, p, mu, scale = ctx.saved_tensors
         transposed = weight.shape[0] > weight.shape[1]
-        p = (q * a_mu[0]) @ q.t()
-        return weight, result, u.double(), v, q, diff, a_mu[1], float(scale), p, transposed
+        return weight, result, u.double(), v, q, diff, mu, float(scale), p, transposed
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple:

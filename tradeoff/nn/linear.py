@@ -51,12 +51,14 @@ class AOLLinear(nn.Linear):
     smaller of the two (output for a layer that narrows, as almost every dense layer does).
     """
 
+    SIDES = ("auto", *AOL_SIDES)
+
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, *, side: str = "auto"
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        if side not in ("auto", *AOL_SIDES):
-            raise ValueError(f"side must be 'auto', 'input' or 'output' (got {side!r})")
+        if side not in self.SIDES:
+            raise ValueError(f"side must be one of {self.SIDES} (got {side!r})")
         if side == "auto":
             side = "output" if out_features < in_features else "input"
         nn.init.orthogonal_(self.weight)

@@ -76,7 +76,7 @@ class ScaledL2NormPool2d(_WindowPool):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == self.kernel_size and x.ndim == 4:
-            return _WindowNorm.apply(x, self.kernel_size, self.eps)
+            return _WindowNorm.apply(x, self.kernel_size, self.eps)[0]
         sq = F.avg_pool2d(x.square(), self.kernel_size, self.stride) * self.area
         return torch.sqrt(sq.clamp_min(self.eps**2))
 
@@ -94,20 +94,26 @@ class _WindowNorm(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, kernel_size: tuple[int, int], eps: float) -> torch.Tensor:
-        whole = _whole_windows(x, kernel_size)
-        return _window_sums(whole, whole, kernel_size).clamp_min_(eps * eps).sqrt_()
+    def forward(
+        x: torch.Tensor, kernel_size: tuple[int, int], eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        whole = _whole_windows(x, kernel_size)  # returned too: backward reuses the crop
+        return _window_sums(whole, whole, kernel_size).clamp_min_(eps * eps).sqrt_(), whole
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         x, kernel_size, eps = inputs
+        y, whole = output
         ctx.kernel_size, ctx.eps, ctx.input_shape = kernel_size, eps, x.shape
-        whole = _whole_windows(x, kernel_size)
-        ctx.save_for_backward(whole, output)
-        ctx.save_for_forward(whole, output)
+        ctx.mark_non_differentiable(whole)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(whole, y)
+        ctx.save_for_forward(whole, y)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx, grad: torch.Tensor | None, _: torch.Tensor | None) -> tuple:
+        if grad is None:
+            return None, None, None
         whole, y = ctx.saved_tensors
         kh, kw = ctx.kernel_size
         scale = _over_norm(grad, y, ctx.eps)
@@ -122,10 +128,10 @@ class _WindowNorm(torch.autograd.Function):
         return out, None, None
 
     @staticmethod
-    def jvp(ctx, tangent: torch.Tensor, *_: object) -> torch.Tensor:
+    def jvp(ctx, tangent: torch.Tensor, *_: object) -> tuple[torch.Tensor, None]:
         whole, y = ctx.saved_tensors
         dot = _window_sums(whole, _whole_windows(tangent, ctx.kernel_size), ctx.kernel_size)
-        return _over_norm(dot, y, ctx.eps)
+        return _over_norm(dot, y, ctx.eps), None
 
 
 def _whole_windows(x: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
@@ -142,8 +148,8 @@ def _window_sums(a: torch.Tensor, b: torch.Tensor, kernel_size: tuple[int, int])
     for i in range(1, kh):
         rows = torch.addcmul(rows, ra[:, :, :, i], rb[:, :, :, i])
     cols = rows.unflatten(-1, (rows.shape[-1] // kw, kw))
-    sums = cols[..., 0] if kw == 1 else cols[..., 0] + cols[..., 1]
-    for j in range(2, kw):
+    sums = cols[..., 0]
+    for j in range(1, kw):
         sums = sums + cols[..., j]
     return sums.contiguous()
 
