@@ -102,7 +102,8 @@ def test_quick_run_writes_every_row(quick_run):
 def test_quick_run_describes_machine_settings_and_targets(quick_run):
     doc, _ = quick_run
     machine = doc["machine"]
-    for key in ("cpu", "cores", "torch_threads", "torch", "deel_torchlip", "device", "allocator"):
+    keys = ("cpu", "cores", "torch_threads", "torch", "deel_torchlip", "groupsort2", "device")
+    for key in (*keys, "allocator"):
         assert machine[key] not in (None, "")
     assert machine["torch_threads"] == 1 and machine["torch"] == torch.__version__
     assert doc["settings"]["quick"] is True and doc["settings"]["device"] == "cpu"

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         f" | torch {machine['torch']}, {s.threads} threads | python {machine['python']}"
         + (f" | GPU {machine['gpu']}" if "gpu" in machine else "")
     )
-    print(f"deel-torchlip: {machine['deel_torchlip']}")
+    print(f"deel-torchlip: {machine['deel_torchlip']} | GroupSort2: {machine['groupsort2']}")
     load, end = machine["load_average"], machine.get("load_average_end")
     if load and end:
         print(

@@ -10,6 +10,19 @@ from torch import nn
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
+try:
+    from . import _pairsort  # C loops built by setup.py (see _pairsort.c)
+except ImportError:  # not built, e.g. no C compiler at install time: torch ops, same results
+    _pairsort = None
+
+FUSED_GROUPSORT: bool = _pairsort is not None
+"""True when GroupSort2 runs on the fused C loops (one pass forward, one backward) for
+contiguous float32/float64 CPU tensors; otherwise, and for any other tensor, on torch ops."""
+
+_FUSED_DTYPES = {torch.float32: False, torch.float64: True}  # dtype -> is_double
+_PARALLEL_MIN = 1 << 15  # below this many elements one thread beats waking torch's others
+
+
 def _pairs(t: torch.Tensor) -> torch.Tensor:
     return t.unflatten(1, (t.shape[1] // 2, 2))
 
@@ -19,32 +32,64 @@ def _wrapped(t: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
-def _sorted_pairs(x: torch.Tensor) -> torch.Tensor:
-    """(min, max) of each channel pair, written straight into the output (no stack copy)."""
+def _fusable(t: torch.Tensor) -> bool:
+    """Whether the C loops can take `t`: plain contiguous float32/64 CPU data, not empty."""
+    return (
+        _pairsort is not None
+        and t.device.type == "cpu"
+        and t.dtype in _FUSED_DTYPES
+        and t.numel() > 0
+        and not _wrapped(t)
+        and t.is_contiguous()
+    )
+
+
+def _loop_args(t: torch.Tensor) -> tuple[int, int, int, bool]:
+    """(outer, inner, threads, is_double) of `t` seen as (N·C/2, 2, H·W·…)."""
+    outer = t.shape[0] * (t.shape[1] // 2)
+    inner = math.prod(t.shape[2:])
+    threads = torch.get_num_threads() if t.numel() >= _PARALLEL_MIN else 1
+    return outer, inner, threads, _FUSED_DTYPES[t.dtype]
+
+
+def _sorted_pairs(x: torch.Tensor, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(min, max) of each channel pair, and the swap mask (1 where a > b) if `with_mask`.
+
+    The mask is uint8 from the C loops and x's dtype from torch ops (a float mask makes `lerp`
+    exact and several times faster than `where` on CPU); `_swap_pairs` takes either.
+    """
+    if _fusable(x):
+        out = torch.empty_like(x)
+        mask = torch.empty(_pairs(x)[:, :, 0].shape, dtype=torch.uint8) if with_mask else None
+        _pairsort.sort_pairs(
+            x.data_ptr(), out.data_ptr(), 0 if mask is None else mask.data_ptr(), *_loop_args(x)
+        )
+        return out, mask
     a, b = _pairs(x).unbind(2)
     if _wrapped(x):
-        return torch.stack((torch.minimum(a, b), torch.maximum(a, b)), 2).flatten(1, 2)
-    out = torch.empty_like(_pairs(x))
-    torch.minimum(a, b, out=out[:, :, 0])
-    torch.maximum(a, b, out=out[:, :, 1])
-    return out.flatten(1, 2)
-
-
-def _swap_mask(x: torch.Tensor) -> torch.Tensor:
-    """1.0 where a pair is out of order (a > b), else 0.0, in x's dtype.
-
-    A float mask, not a bool one: writing it is cheaper, and `lerp` with weights that are
-    exactly 0 or 1 returns its endpoints exactly, several times faster than `where` on CPU."""
-    a, b = _pairs(x).unbind(2)
-    if _wrapped(x):
-        return (a > b).to(x.dtype)
-    return torch.gt(a, b, out=torch.empty_like(a))
+        out = torch.stack((torch.minimum(a, b), torch.maximum(a, b)), 2).flatten(1, 2)
+        return out, (a > b).to(x.dtype) if with_mask else None
+    pairs = torch.empty_like(_pairs(x))  # written in place: no stack copy
+    torch.minimum(a, b, out=pairs[:, :, 0])
+    torch.maximum(a, b, out=pairs[:, :, 1])
+    return pairs.flatten(1, 2), torch.gt(a, b, out=torch.empty_like(a)) if with_mask else None
 
 
 def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     """Exchange the two channels of each pair (dim 1 as (C/2, 2)) where `swap` is 1."""
+    # double backward and torch.func transforms need differentiable ops without out=
+    differentiable = (torch.is_grad_enabled() and t.requires_grad) or _wrapped(t) or _wrapped(swap)
+    if swap.dtype == torch.uint8 and not differentiable:
+        if not t.is_contiguous():
+            t = t.contiguous()
+        if _fusable(t):
+            out = torch.empty_like(t)
+            _pairsort.swap_pairs(t.data_ptr(), swap.data_ptr(), out.data_ptr(), *_loop_args(t))
+            return out
+    if swap.dtype != t.dtype:
+        swap = swap.to(t.dtype)
     a, b = _pairs(t).unbind(2)
-    if (torch.is_grad_enabled() and t.requires_grad) or _wrapped(t):  # stay differentiable
+    if differentiable:
         return torch.stack((torch.lerp(a, b, swap), torch.lerp(b, a, swap)), 2).flatten(1, 2)
     out = torch.empty_like(_pairs(t))
     torch.lerp(a, b, swap, out=out[:, :, 0])
@@ -59,8 +104,8 @@ class _SortPairs(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _sorted_pairs(x), _swap_mask(x)
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return _sorted_pairs(x, with_mask=True)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -114,7 +159,7 @@ class GroupSort(_OneLipschitz):
         g = x.unflatten(1, (c // n, n))
         if n == 2:
             if not torch.is_grad_enabled():
-                return _sorted_pairs(x)  # under no_grad: no swap mask to keep
+                return _sorted_pairs(x, with_mask=False)[0]  # no backward: no mask
             return _SortPairs.apply(x)[0]
         return g.sort(dim=2).values.flatten(1, 2)
 
