@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .autograd import Function
+
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
@@ -97,7 +99,7 @@ def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     return out.flatten(1, 2)
 
 
-class _SortPairs(torch.autograd.Function):
+class _SortPairs(Function):
     """GroupSort2 as one permutation: its gradient is the same permutation (an involution),
     so backward and forward-mode AD cost one masked swap instead of autograd's min/max."""
 

@@ -19,6 +19,8 @@ import math
 import numpy as np
 import torch
 
+from .autograd import Function
+
 __all__ = ["bjorck_orthonormalize", "power_iteration", "spectral_bjorck"]
 
 
@@ -181,7 +183,7 @@ def _spectral_derivative(q: torch.Tensor, diff: torch.Tensor, d: torch.Tensor) -
     return q @ (diff * (q.t() @ d @ q)) @ q.t()
 
 
-class _BjorckSpectrum(torch.autograd.Function):
+class _BjorckSpectrum(Function):
     """G ↦ A = p(G) for the Björck polynomial p of `_bjorck_multipliers`, with its derivative.
 
     The derivative of a spectral function is Q (D ∘ (Qᵀ dG Q)) Qᵀ, with D the divided differences
@@ -220,7 +222,7 @@ def _np_unit(x: np.ndarray) -> np.ndarray:
     return x / max(math.sqrt(float((x * x).sum())), 1e-12)  # as `_unit`, without BLAS
 
 
-class _SpectralBjorckGram(torch.autograd.Function):
+class _SpectralBjorckGram(Function):
     """`spectral_bjorck` from one eigendecomposition of the short side's Gram, exact derivative.
 
     Write W (out × k) on its short side: S = W (out ≤ k) or Wᵀ, n × m with n ≤ m, and
@@ -298,6 +300,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
         weight = inputs[0]
         result, new_u, *rest = output
         ctx.mark_non_differentiable(new_u, *rest)
+        ctx.set_materialize_grads(False)  # else autograd zero-fills 7 unused gradients
         ctx.save_for_backward(weight, result, new_u, *rest)
         ctx.save_for_forward(weight, result, new_u, *rest)
 
@@ -308,7 +311,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
         return weight, result, u.double(), v, q, diff, mu, float(scale), p, transposed
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple:
+    def backward(ctx, grad: torch.Tensor | None, *_: torch.Tensor | None) -> tuple:
+        if grad is None:
+            return (None,) * 7
         weight, result, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         dtype = grad.dtype
         short, g = (weight.t(), grad.t()) if transposed else (weight, grad)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .autograd import Function
 from .bjorck import spectral_bjorck
 from .operator_norm import REL_SLACK, conv2d_operator_norm, gram_iteration_norm
 
@@ -161,7 +162,7 @@ class SpectralBjorck(CachedParametrization):
         )
 
 
-class _AbsGramRowSums(torch.autograd.Function):
+class _AbsGramRowSums(Function):
     """r_i = Σ_j |WᵀW|_ij, computed a block of rows of WᵀW at a time.
 
     WᵀW is (in × in): 67 MB for a 10×4096 dense head, only to be reduced to `in` numbers. Each
