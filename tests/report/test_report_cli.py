@@ -26,21 +26,45 @@ needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdftotext
 # -- a synthetic store in the schema tradeoff jobs write ---------------------------------------
 
 
-def _job(client, exp_id, parent, family, hp, *, seed, metrics=True, certificates=True,
-         status="FINISHED", drop=()):
+def _job(
+    client,
+    exp_id,
+    parent,
+    family,
+    hp,
+    *,
+    seed,
+    metrics=True,
+    certificates=True,
+    status="FINISHED",
+    drop=(),
+):
     from mlflow.entities import Metric, Param
 
     rng = np.random.default_rng(seed)
     name = family + "".join(f" {k}={v:g}" for k, v in hp.items())
-    run = client.create_run(exp_id, run_name=name, tags={
-        "tradeoff.role": "job", "mlflow.parentRunId": parent, "loss_family": family,
-        "dataset": "digits", "model": "seed_conv", "git_commit": "0123456789abcdef",
-    })
+    run = client.create_run(
+        exp_id,
+        run_name=name,
+        tags={
+            "tradeoff.role": "job",
+            "mlflow.parentRunId": parent,
+            "loss_family": family,
+            "dataset": "digits",
+            "model": "seed_conv",
+            "git_commit": "0123456789abcdef",
+        },
+    )
     run_id = run.info.run_id
     keys = {"tau": "loss.tau", "m": "loss.min_margin", "a": "loss.alpha"}
-    params = {"loss.family": family, "data.name": "digits", "model.name": "seed_conv",
-              "train.epochs": "2", "eval.eps": json.dumps(list(EPS)),
-              **{keys[k]: str(float(v)) for k, v in hp.items()}}
+    params = {
+        "loss.family": family,
+        "data.name": "digits",
+        "model.name": "seed_conv",
+        "train.epochs": "2",
+        "eval.eps": json.dumps(list(EPS)),
+        **{keys[k]: str(float(v)) for k, v in hp.items()},
+    }
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     if metrics:
         robust = rng.random()
@@ -52,12 +76,15 @@ def _job(client, exp_id, parent, family, hp, *, seed, metrics=True, certificates
         values.update({f"test/cra_eps_{e:g}": ((cert > e) & correct).mean() for e in EPS})
         batch = [Metric(k, float(v), now, 2) for k, v in values.items() if k not in drop]
         for epoch in (1, 2):
-            batch += [Metric("val/accuracy", correct.mean() * epoch / 2, now, epoch),
-                      Metric("val/mean_certificate", cert.mean() * epoch / 2, now, epoch)]
+            batch += [
+                Metric("val/accuracy", correct.mean() * epoch / 2, now, epoch),
+                Metric("val/mean_certificate", cert.mean() * epoch / 2, now, epoch),
+            ]
         client.log_batch(run_id, metrics=batch)
         if certificates:
-            frame = pd.DataFrame({"label": 0, "prediction": 0, "correct": correct,
-                                  "certificate": cert})
+            frame = pd.DataFrame(
+                {"label": 0, "prediction": 0, "correct": correct, "certificate": cert}
+            )
             folder = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / "tmp_art"
             folder.mkdir(exist_ok=True)
             frame.to_parquet(folder / "test.parquet")
@@ -81,10 +108,13 @@ def store(tmp_path_factory):
         _job(client, exp, sweep, "tau_cce", {"tau": t}, seed=i, certificates=i != 0)
         for i, t in enumerate((1, 3, 10, 30))
     ]
-    jobs += [_job(client, exp, sweep, "hkr", {"m": m, "a": 30}, seed=10 + i)
-             for i, m in enumerate((0.1, 1))]
-    skipped = _job(client, exp, sweep, "tau_cce", {"tau": 100}, seed=20,
-                   drop=("test/mean_certificate",))
+    jobs += [
+        _job(client, exp, sweep, "hkr", {"m": m, "a": 30}, seed=10 + i)
+        for i, m in enumerate((0.1, 1))
+    ]
+    skipped = _job(
+        client, exp, sweep, "tau_cce", {"tau": 100}, seed=20, drop=("test/mean_certificate",)
+    )
     failed = _job(client, exp, sweep, "hkr", {"m": 3, "a": 5}, seed=21, status="FAILED")
     client.set_terminated(sweep, "FINISHED")
     other = client.create_run(exp, run_name="sweep 2", tags={"tradeoff.role": "sweep"})
@@ -93,20 +123,31 @@ def store(tmp_path_factory):
     parent = client.create_run(only_failed, tags={"tradeoff.role": "sweep"}).info.run_id
     _job(client, only_failed, parent, "kr", {}, seed=40, status="FAILED", metrics=False)
     client.delete_experiment(client.create_experiment("deleted_exp"))
-    facts = {"sweep": sweep, "jobs": jobs, "skipped": skipped, "failed": failed,
-             "other_sweep": other.info.run_id, "other_job": other_job}
+    facts = {
+        "sweep": sweep,
+        "jobs": jobs,
+        "skipped": skipped,
+        "failed": failed,
+        "other_sweep": other.info.run_id,
+        "other_job": other_job,
+    }
     return folder, uri, facts
 
 
 def _pdftotext(pdf: Path, page: int) -> str:
-    return subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf),
-                           "-"], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _pages(pdf: Path) -> int:
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
-    return int(next(line.split()[-1] for line in info.stdout.splitlines()
-                    if line.startswith("Pages:")))
+    return int(
+        next(line.split()[-1] for line in info.stdout.splitlines() if line.startswith("Pages:"))
+    )
 
 
 def test_load_runs_one_row_per_finished_job(store):
@@ -143,7 +184,9 @@ def test_report_pages_from_synthetic_store(store, tmp_path):
     assert sorted(csv["run_id"]) == sorted(front_ids)
     assert (tmp_path / "out" / "synth_front.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "synth.pdf", "synth_front.csv", "synth_front.png"
+        "synth.pdf",
+        "synth_front.csv",
+        "synth_front.png",
     ]
 
 
@@ -212,8 +255,9 @@ def test_failed_rendering_leaves_the_old_report_alone(store, tmp_path, monkeypat
 def _cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRADEOFF_TEST_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +267,22 @@ def digits_sweep(tmp_path_factory):
     common = ["train.threads=1", "tracking.log_model=false"]
     proc = _cli(["tradeoff-sweep", "quick", *common], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = _cli(["tradeoff-train", "-m", "data=digits", "train.epochs=1", "optim.lr=3e-3",
-                 "train.batch_size=128", "tracking.experiment=quick", "loss=hkr",
-                 "loss.min_margin=0.1,1", "loss.alpha=10", *common], cwd)
+    proc = _cli(
+        [
+            "tradeoff-train",
+            "-m",
+            "data=digits",
+            "train.epochs=1",
+            "optim.lr=3e-3",
+            "train.batch_size=128",
+            "tracking.experiment=quick",
+            "loss=hkr",
+            "loss.min_margin=0.1,1",
+            "loss.alpha=10",
+            *common,
+        ],
+        cwd,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd
 
@@ -258,8 +315,9 @@ def test_parent_restricts_the_report_to_one_sweep(digits_sweep, tmp_path):
     cwd = digits_sweep
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     runs = load_runs("quick", tracking_uri=uri)
-    sweep_parent = json.loads(next((cwd / "multirun" / "quick").glob("*/mlflow_parent_run.json"))
-                              .read_text())["run_id"]
+    sweep_parent = json.loads(
+        next((cwd / "multirun" / "quick").glob("*/mlflow_parent_run.json")).read_text()
+    )["run_id"]
     mine = load_runs("quick", tracking_uri=uri, parent=sweep_parent)
     assert len(mine) == 2 and set(mine["params.loss.tau"]) == {3.0, 30.0}
     assert set(mine["run_id"]) < set(runs["run_id"])

@@ -225,7 +225,8 @@ def test_front_labels_do_not_overlap_and_many_points_get_a_subset():
     figures = render_pages(data, front_table(data.runs, data.x_col, data.y_col))
     assert len(figures) == len(PAGE_TITLES) + 1
     assert [f.get_suptitle() for f in figures[-2:]] == [
-        f"{PAGE_TITLES[-1]} (1/2)", f"{PAGE_TITLES[-1]} (2/2)"
+        f"{PAGE_TITLES[-1]} (1/2)",
+        f"{PAGE_TITLES[-1]} (2/2)",
     ]
 
 
@@ -233,10 +234,16 @@ def test_front_table_columns_and_order():
     data = synthetic_data(synthetic_runs())
     table = front_table(data.runs, data.x_col, data.y_col)
     assert list(table.columns[:7]) == [
-        "run_id", "experiment", "run_name", "loss_family", "hyperparameters",
-        "test/accuracy", "test/mean_certificate",
+        "run_id",
+        "experiment",
+        "run_name",
+        "loss_family",
+        "hyperparameters",
+        "test/accuracy",
+        "test/mean_certificate",
     ]
-    assert [c for c in table.columns if "cra" in c] == [c.removeprefix("metrics.") for _, c in
-                                                         cra_columns(data.runs)]
+    assert [c for c in table.columns if "cra" in c] == [
+        c.removeprefix("metrics.") for _, c in cra_columns(data.runs)
+    ]
     assert set(table["run_id"]) == set(data.runs.loc[data.runs["on_front"], "run_id"])
     assert table["test/accuracy"].is_monotonic_decreasing

@@ -1,9 +1,9 @@
 """Pareto report of MLflow experiments: runs as a DataFrame, their front, its hypervolume, a PDF.
 
-    from tradeoff.report import load_runs, pareto_front, hypervolume, build_report
-    runs = load_runs("tau_grid")                      # one row per FINISHED job run
-    runs[runs.on_front]                                # the accuracy–certificate front
-    build_report("tau_grid")                           # reports/tau_grid.pdf
+from tradeoff.report import load_runs, pareto_front, hypervolume, build_report
+runs = load_runs("tau_grid")                      # one row per FINISHED job run
+runs[runs.on_front]                                # the accuracy–certificate front
+build_report("tau_grid")                           # reports/tau_grid.pdf
 """
 
 from .frame import (

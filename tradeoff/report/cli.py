@@ -1,8 +1,8 @@
 """`tradeoff-report EXPERIMENT [EXPERIMENT ...]`: the Pareto report of MLflow experiments as a PDF.
 
-    tradeoff-report tau_grid                       # reports/tau_grid.pdf (+ _front.png, _front.csv)
-    tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
-    tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
+tradeoff-report tau_grid                       # reports/tau_grid.pdf (+ _front.png, _front.csv)
+tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
+tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
 """
 
 from __future__ import annotations
@@ -23,22 +23,44 @@ def _parser() -> argparse.ArgumentParser:
         "job runs of MLflow experiments (one per sweep), with a PNG of the front and a CSV of "
         "the front table beside it.",
     )
-    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
-                        help="MLflow experiment name(s), e.g. a sweep name such as tau_grid")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                        "sqlite:///mlflow.db in the current folder)")
-    parser.add_argument("--out", metavar="PATH",
-                        help="PDF to write (default: reports/<experiment>.pdf)")
-    parser.add_argument("--parent", metavar="RUN_ID",
-                        help="only the job runs of this sweep parent run")
-    parser.add_argument("--x", default=DEFAULT_X, metavar="METRIC",
-                        help=f"robustness objective, maximised (default: {DEFAULT_X})")
-    parser.add_argument("--y", default=DEFAULT_Y, metavar="METRIC",
-                        help=f"accuracy objective, maximised (default: {DEFAULT_Y})")
-    parser.add_argument("--reference", nargs=2, type=float, default=REFERENCE,
-                        metavar=("X", "Y"),
-                        help="hypervolume reference point (default: 0 0, the worst corner)")
+    parser.add_argument(
+        "experiments",
+        nargs="+",
+        metavar="EXPERIMENT",
+        help="MLflow experiment name(s), e.g. a sweep name such as tau_grid",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the current folder)",
+    )
+    parser.add_argument(
+        "--out", metavar="PATH", help="PDF to write (default: reports/<experiment>.pdf)"
+    )
+    parser.add_argument(
+        "--parent", metavar="RUN_ID", help="only the job runs of this sweep parent run"
+    )
+    parser.add_argument(
+        "--x",
+        default=DEFAULT_X,
+        metavar="METRIC",
+        help=f"robustness objective, maximised (default: {DEFAULT_X})",
+    )
+    parser.add_argument(
+        "--y",
+        default=DEFAULT_Y,
+        metavar="METRIC",
+        help=f"accuracy objective, maximised (default: {DEFAULT_Y})",
+    )
+    parser.add_argument(
+        "--reference",
+        nargs=2,
+        type=float,
+        default=REFERENCE,
+        metavar=("X", "Y"),
+        help="hypervolume reference point (default: 0 0, the worst corner)",
+    )
     return parser
 
 

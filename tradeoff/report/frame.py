@@ -160,9 +160,7 @@ def select_runs(
     for name in names:
         exp = client.get_experiment_by_name(name)
         if exp is None or exp.lifecycle_stage == "deleted":
-            known = sorted(
-                e.name for e in client.search_experiments() if e.name != "Default"
-            )
+            known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
             hint = ", ".join(known) if known else "none"
             state = "is deleted" if exp is not None else "not found"
             raise ReportError(f"experiment {name!r} {state} in {uri}; experiments there: {hint}")
@@ -246,9 +244,7 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
     return pd.Series(out, index=df.index, name="on_front")
 
 
-def hypervolume(
-    df: pd.DataFrame, x: str, y: str, reference: Iterable[float] = REFERENCE
-) -> float:
+def hypervolume(df: pd.DataFrame, x: str, y: str, reference: Iterable[float] = REFERENCE) -> float:
     """Area dominated by the runs' (x, y), both maximised, and bounded below by `reference`.
 
     The default reference (0, 0) is the worst corner for accuracy and certificate radii;

@@ -168,8 +168,9 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 def _temp(final: Path, temps: list[Path]) -> Path:
     """A new empty file beside `final` (same filesystem, so os.replace is atomic), with the
     permissions a plainly created file would get (mkstemp's are owner-only)."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f"{final.suffix}.tmp",
-                                dir=final.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=f"{final.suffix}.tmp", dir=final.parent
+    )
     os.close(fd)
     temps.append(Path(name))
     umask = os.umask(0)
@@ -184,4 +185,3 @@ def _metadata(data: ReportData) -> dict[str, str]:
         "Subject": f"Pareto front of {data.y} vs {data.x}",
         "Creator": "tradeoff-report",
     }
-

@@ -200,7 +200,13 @@ def _note(ax: Axes, text: str) -> None:
     """Replace an axes by a centred note saying why there is nothing to draw."""
     ax.set_axis_off()
     ax.text(
-        0.5, 0.5, _wrap(text, 60), ha="center", va="center", fontsize=12, color="0.35",
+        0.5,
+        0.5,
+        _wrap(text, 60),
+        ha="center",
+        va="center",
+        fontsize=12,
+        color="0.35",
         transform=ax.transAxes,
         bbox={"boxstyle": "round,pad=0.8", "fc": "0.96", "ec": "0.8"},
     )
@@ -231,8 +237,14 @@ def _legend_handles(data: ReportData, extra: Sequence[Line2D] = ()) -> list[Line
 
 def _legend(fig: Figure, handles: list[Line2D], title: str | None = None) -> None:
     """One legend per page, outside the axes on the right; symbol-less entries are headings."""
-    legend = fig.legend(handles=handles, loc="outside right upper", title=title, frameon=False,
-                        alignment="left", handletextpad=0.6)
+    legend = fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        title=title,
+        frameon=False,
+        alignment="left",
+        handletextpad=0.6,
+    )
     for handle, text in zip(handles, legend.get_texts(), strict=True):
         if getattr(handle, "_tradeoff_header", False):
             text.set_fontweight("bold")
@@ -244,8 +256,14 @@ def _scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: st
     """Every run a point: colour = loss family, marker = experiment; front runs ringed."""
     for (family, experiment), group in runs.groupby(["loss_family", "experiment"], sort=False):
         ax.scatter(
-            group[xcol], group[ycol], s=42, marker=data.marker(str(experiment)),
-            color=family_colour(str(family)), edgecolors="white", linewidths=0.6, zorder=3,
+            group[xcol],
+            group[ycol],
+            s=42,
+            marker=data.marker(str(experiment)),
+            color=family_colour(str(family)),
+            edgecolors="white",
+            linewidths=0.6,
+            zorder=3,
             alpha=0.9,
         )
 
@@ -376,8 +394,11 @@ def page_summary(data: ReportData) -> Figure:
     if len(skipped):
         lines = []
         for _, row in skipped.head(SKIPPED_LINES).iterrows():
-            missing = [m for m, c in ((data.x, data.x_col), (data.y, data.y_col))
-                       if not np.isfinite(float(row[c]))]
+            missing = [
+                m
+                for m, c in ((data.x, data.x_col), (data.y, data.y_col))
+                if not np.isfinite(float(row[c]))
+            ]
             lines.append(f"{row['run_id']}  {row['run_name']}: no {', '.join(missing)}")
         if len(skipped) > SKIPPED_LINES:
             lines.append(f"… and {len(skipped) - SKIPPED_LINES} more")
@@ -393,9 +414,17 @@ def _key_values(ax: Axes, rows: list[tuple[str, str]], size: float = 10.5) -> No
     for key, value in rows:
         text = _wrap(value, 125)
         for x, content, weight in ((0.0, key, "bold"), (0.2, text, "normal")):
-            ax.annotate(content, (x, 1.0), xycoords="axes fraction", xytext=(0, -offset),
-                        textcoords="offset points", va="top", fontsize=size, fontweight=weight,
-                        linespacing=1.35)
+            ax.annotate(
+                content,
+                (x, 1.0),
+                xycoords="axes fraction",
+                xytext=(0, -offset),
+                textcoords="offset points",
+                va="top",
+                fontsize=size,
+                fontweight=weight,
+                linespacing=1.35,
+            )
         offset += line * (text.count("\n") + 1) + 0.55 * size
 
 
@@ -429,10 +458,14 @@ def _place_labels(
             for ux, uy in _DIRECTIONS:
                 scale = dist * (0.75 if ux and uy else 1.0)
                 ann = ax.annotate(
-                    label, (x, y), xytext=(ux * scale, uy * scale), textcoords="offset points",
+                    label,
+                    (x, y),
+                    xytext=(ux * scale, uy * scale),
+                    textcoords="offset points",
                     ha={1: "left", 0: "center", -1: "right"}[ux],
                     va={1: "bottom", 0: "center", -1: "top"}[uy],
-                    fontsize=8.5, zorder=5,
+                    fontsize=8.5,
+                    zorder=5,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
                     arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.6, "shrinkB": 4}
                     if dist > 7
@@ -442,8 +475,10 @@ def _place_labels(
                 ann.update_positions(renderer)
                 box = Text.get_window_extent(ann, renderer).padded(2 * px)
                 inside = (
-                    box.x0 >= axbox.x0 and box.x1 <= axbox.x1
-                    and box.y0 >= axbox.y0 and box.y1 <= axbox.y1
+                    box.x0 >= axbox.x0
+                    and box.x1 <= axbox.x1
+                    and box.y0 >= axbox.y0
+                    and box.y1 <= axbox.y1
                 )
                 if inside and not any(box.overlaps(t) for t in taken):
                     taken.append(box)
@@ -488,8 +523,14 @@ def page_front(data: ReportData) -> Figure:
             continue
         fam_front = sub[pareto_front(sub, data.x_col, data.y_col)]
         _step_front(
-            ax, fam_front[data.x_col].to_numpy(float), fam_front[data.y_col].to_numpy(float),
-            color=family_colour(family), lw=1.2, ls="--", alpha=0.8, zorder=2,
+            ax,
+            fam_front[data.x_col].to_numpy(float),
+            fam_front[data.y_col].to_numpy(float),
+            color=family_colour(family),
+            lw=1.2,
+            ls="--",
+            alpha=0.8,
+            zorder=2,
         )
     fx, fy = front[data.x_col].to_numpy(float), front[data.y_col].to_numpy(float)
     _step_front(ax, fx, fy, color=FRONT_COLOUR, lw=2.2, zorder=2.5)
@@ -502,14 +543,25 @@ def page_front(data: ReportData) -> Figure:
         data,
         [
             Line2D([], [], color="0.4", lw=1.2, ls="--", label="front of a family"),
-            Line2D([], [], color=FRONT_COLOUR, lw=2.2, marker="o", mfc="none", ms=9,
-                   label="overall front"),
+            Line2D(
+                [],
+                [],
+                color=FRONT_COLOUR,
+                lw=2.2,
+                marker="o",
+                mfc="none",
+                ms=9,
+                label="overall front",
+            ),
         ],
     )
     _legend(fig, handles)
     texts = [_point_label(front.iloc[i]) for i in labelled]
     missed = _place_labels(
-        fig, ax, np.column_stack([fx, fy])[labelled], texts,
+        fig,
+        ax,
+        np.column_stack([fx, fy])[labelled],
+        texts,
         plotted[[data.x_col, data.y_col]].to_numpy(float),
     )
     if missed:
@@ -531,8 +583,9 @@ def page_cra(data: ReportData) -> Figure:
     )
     fig = _page(PAGE_TITLES[2], caption)
     if not radii:
-        _note(fig.add_subplot(), "no certified robust accuracy metrics (test/cra_eps_*) "
-              "in these runs")
+        _note(
+            fig.add_subplot(), "no certified robust accuracy metrics (test/cra_eps_*) in these runs"
+        )
         return fig
     ncols = min(3, len(radii))
     nrows = math.ceil(len(radii) / ncols)
@@ -541,8 +594,14 @@ def page_cra(data: ReportData) -> Figure:
         runs = data.runs[np.isfinite(data.runs[[col, data.y_col]].astype(float)).all(axis=1)]
         if len(runs):
             front = runs[pareto_front(runs, col, data.y_col)]
-            _step_front(ax, front[col].to_numpy(float), front[data.y_col].to_numpy(float),
-                        color=FRONT_COLOUR, lw=1.6, zorder=2)
+            _step_front(
+                ax,
+                front[col].to_numpy(float),
+                front[data.y_col].to_numpy(float),
+                color=FRONT_COLOUR,
+                lw=1.6,
+                zorder=2,
+            )
             _scatter(ax, data, runs, col, data.y_col)
         label = radius_label(eps)
         ax.set_title(f"ε = {label}" + (f" ≈ {eps:.3f}" if "/" in label else ""))
@@ -552,10 +611,9 @@ def page_cra(data: ReportData) -> Figure:
         ax.set_xlim(-0.04 * max(hi, 0.05), max(hi, 0.05) * 1.06)
     for ax in axes[: len(radii) : ncols]:
         ax.set_ylabel(metric_label(data.y))
-    for ax in axes[len(radii):]:
+    for ax in axes[len(radii) :]:
         ax.set_axis_off()
-    _legend(fig, _legend_handles(data, [Line2D([], [], color=FRONT_COLOUR, lw=1.6,
-                                               label="front")]))
+    _legend(fig, _legend_handles(data, [Line2D([], [], color=FRONT_COLOUR, lw=1.6, label="front")]))
     return fig
 
 
@@ -580,8 +638,16 @@ def _tau_panel(ax: Axes, data: ReportData, col: str, label: str) -> None:
     colour = family_colour("tau_cce")
     for experiment, group in runs.groupby("experiment", sort=False):
         tau = pd.to_numeric(group["params.loss.tau"])
-        ax.scatter(tau, group[col], marker=data.marker(str(experiment)), color=colour, s=42,
-                   edgecolors="white", linewidths=0.6, zorder=3)
+        ax.scatter(
+            tau,
+            group[col],
+            marker=data.marker(str(experiment)),
+            color=colour,
+            s=42,
+            edgecolors="white",
+            linewidths=0.6,
+            zorder=3,
+        )
     tau = pd.to_numeric(runs["params.loss.tau"])
     mean = runs.assign(tau=tau).groupby("tau")[col].mean().sort_index()
     if len(mean) > 1:
@@ -634,8 +700,9 @@ def _hkr_panel(fig: Figure, ax: Axes, data: ReportData, col: str, label: str) ->
             shade = image.cmap(image.norm(values[i, j]))
             dark = sum(c * w for c, w in zip(to_rgb(shade), (0.3, 0.59, 0.11), strict=True)) < 0.5
             text = f"{values[i, j]:.3f}" + (f"\n(n={int(sizes[i, j])})" if sizes[i, j] > 1 else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if dark else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black"
+            )
     bar = fig.colorbar(image, ax=ax, shrink=0.9)
     bar.set_label(metric_label(label))
     if hi - lo < 1e-12:
@@ -649,13 +716,27 @@ def _hkr_scatter(
     values = runs[col].astype(float)
     norm = Normalize(float(values.min()), float(values.max()))
     for experiment, group in runs.groupby("experiment", sort=False):
-        image = ax.scatter(group["m"], group["a"], c=group[col].astype(float), cmap="viridis",
-                           norm=norm, marker=data.marker(str(experiment)), s=70,
-                           edgecolors="0.25", linewidths=0.5, zorder=3)
+        image = ax.scatter(
+            group["m"],
+            group["a"],
+            c=group[col].astype(float),
+            cmap="viridis",
+            norm=norm,
+            marker=data.marker(str(experiment)),
+            s=70,
+            edgecolors="0.25",
+            linewidths=0.5,
+            zorder=3,
+        )
     if len(runs) <= 16:
         for _, row in runs.iterrows():
-            ax.annotate(f"{float(row[col]):.3f}", (row["m"], row["a"]), xytext=(5, 4),
-                        textcoords="offset points", fontsize=8)
+            ax.annotate(
+                f"{float(row[col]):.3f}",
+                (row["m"], row["a"]),
+                xytext=(5, 4),
+                textcoords="offset points",
+                fontsize=8,
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("HKR min_margin (log scale)")
@@ -682,9 +763,13 @@ def page_hyper(data: ReportData) -> Figure:
     _hkr_panel(fig, axes[1, 1], data, data.x_col, data.x)
     if len(data.experiments) > 1:
         fig.legend(
-            handles=[Line2D([], [], ls="", marker=data.marker(e), ms=8, mfc="0.6", mec="0.3",
-                            label=e) for e in data.experiments],
-            loc="outside right upper", title="experiment", frameon=False,
+            handles=[
+                Line2D([], [], ls="", marker=data.marker(e), ms=8, mfc="0.6", mec="0.3", label=e)
+                for e in data.experiments
+            ],
+            loc="outside right upper",
+            title="experiment",
+            frameon=False,
         )
     return fig
 
@@ -730,7 +815,8 @@ def page_radius(data: ReportData) -> Figure:
     # CRA is 0 beyond the largest finite certificate of a correct sample: draw up to there.
     reach = [
         float(np.max(_reached(c), initial=0.0))
-        for r in runs["run_id"] if (c := data.certificates.get(r)) is not None
+        for r in runs["run_id"]
+        if (c := data.certificates.get(r)) is not None
     ]
     top = max(max(reach, default=0.0) * 1.08, radii[0][0] * 1.15 if radii else 0.0, 1e-3)
     caption = (
@@ -750,8 +836,11 @@ def page_radius(data: ReportData) -> Figure:
     fig = _page(PAGE_TITLES[4], caption)
     ax = fig.add_subplot()
     if len(missing) == len(runs):
-        _note(ax, "no per-sample certificate artifact (certificates/test.parquet) for the "
-              "runs on the front")
+        _note(
+            ax,
+            "no per-sample certificate artifact (certificates/test.parquet) for the "
+            "runs on the front",
+        )
         return fig
     grid = np.linspace(0.0, top, 400)
     styles = _styles(runs)
@@ -767,18 +856,44 @@ def page_radius(data: ReportData) -> Figure:
         ax.plot(grid, cra, color=style["color"], ls=style["ls"], lw=1.8)
         logged = [(e, float(row[c])) for e, c in radii if np.isfinite(float(row.get(c, np.nan)))]
         if logged:
-            ax.plot(*zip(*logged, strict=True), ls="", marker=style["marker"], ms=6,
-                    color=style["color"], mec="white", mew=0.6)
-        handles.append(Line2D([], [], color=style["color"], ls=style["ls"], lw=1.8,
-                              marker=style["marker"], ms=6, mec="white",
-                              label=_run_key(row, data)))
+            ax.plot(
+                *zip(*logged, strict=True),
+                ls="",
+                marker=style["marker"],
+                ms=6,
+                color=style["color"],
+                mec="white",
+                mew=0.6,
+            )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=style["color"],
+                ls=style["ls"],
+                lw=1.8,
+                marker=style["marker"],
+                ms=6,
+                mec="white",
+                label=_run_key(row, data),
+            )
+        )
     for eps, _ in radii:
         if eps > top:
             continue
         ax.axvline(eps, color="0.55", ls=":", lw=1, zorder=0)
-        ax.text(eps, 0.985, f" ε = {radius_label(eps)}", rotation=90, ha="right", va="top",
-                fontsize=8.5, color="0.3", transform=ax.get_xaxis_transform(),
-                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.text(
+            eps,
+            0.985,
+            f" ε = {radius_label(eps)}",
+            rotation=90,
+            ha="right",
+            va="top",
+            fontsize=8.5,
+            color="0.3",
+            transform=ax.get_xaxis_transform(),
+            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
     ax.set_xlim(0, top)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("radius ε (ℓ2)")
@@ -807,12 +922,31 @@ def page_curves(data: ReportData) -> Figure:
             points = history.get(metric)
             if points is None or points.empty:
                 continue
-            ax.plot(points["step"], points["value"], color=style["color"], ls=style["ls"],
-                    marker=style["marker"], ms=7, lw=1.6, mec="white", mew=0.6)
+            ax.plot(
+                points["step"],
+                points["value"],
+                color=style["color"],
+                ls=style["ls"],
+                marker=style["marker"],
+                ms=7,
+                lw=1.6,
+                mec="white",
+                mew=0.6,
+            )
             drawn[metric] += 1
-        handles.append(Line2D([], [], color=style["color"], ls=style["ls"], lw=1.6,
-                              marker=style["marker"], ms=5, mec="white",
-                              label=_run_key(row, data)))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=style["color"],
+                ls=style["ls"],
+                lw=1.6,
+                marker=style["marker"],
+                ms=5,
+                mec="white",
+                label=_run_key(row, data),
+            )
+        )
     for ax, metric in zip(axes, (acc, cert), strict=True):
         if not drawn[metric]:
             _note(ax, f"no {metric} history logged by the front runs")
@@ -821,7 +955,8 @@ def page_curves(data: ReportData) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric_label(metric))
         epochs = [
-            int(h[metric]["step"].max()) for h in data.histories.values()
+            int(h[metric]["step"].max())
+            for h in data.histories.values()
             if metric in h and not h[metric].empty
         ]
         last = max(epochs, default=1)
@@ -840,13 +975,22 @@ def table_pages(data: ReportData, table: pd.DataFrame) -> list[Figure]:
     """The front table (`frame.front_table`), TABLE_ROWS rows a page."""
     cra = [c for c in table.columns if "/cra_eps_" in c]
     show_exp = len(data.experiments) > 1
-    header = ["run id"] + (["experiment"] if show_exp else []) + [
-        "loss", "hyperparameters", metric_label(data.y), metric_label(data.x),
-    ] + [f"CRA {radius_label(float(c.rsplit('_', 1)[1]))}" for c in cra]
+    header = (
+        ["run id"]
+        + (["experiment"] if show_exp else [])
+        + [
+            "loss",
+            "hyperparameters",
+            metric_label(data.y),
+            metric_label(data.x),
+        ]
+        + [f"CRA {radius_label(float(c.rsplit('_', 1)[1]))}" for c in cra]
+    )
     rows = []
     for _, r in table.iterrows():
         rows.append(
-            [r["run_id"]] + ([r["experiment"]] if show_exp else [])
+            [r["run_id"]]
+            + ([r["experiment"]] if show_exp else [])
             + [r["loss_family"], r["hyperparameters"] or "—", _fmt(r[data.y]), _fmt(r[data.x])]
             + [_fmt(r[c]) for c in cra]
         )
@@ -888,12 +1032,15 @@ def _draw_table(ax: Axes, header: list[str], rows: list[list[str]], families: li
         plain = FontProperties(size=size)
         bold = FontProperties(size=size, weight="bold")
         mono = FontProperties(family="monospace", size=size - 0.5)
-        needed = np.array(
-            [
-                max([width(h, bold)] + [width(r[j], mono if j == 0 else plain) for r in rows])
-                for j, h in enumerate(header)
-            ]
-        ) + 12 * fig.dpi / 72  # cell padding
+        needed = (
+            np.array(
+                [
+                    max([width(h, bold)] + [width(r[j], mono if j == 0 else plain) for r in rows])
+                    for j, h in enumerate(header)
+                ]
+            )
+            + 12 * fig.dpi / 72
+        )  # cell padding
         widths = needed / axes_px
         if widths.sum() <= 1:
             break
@@ -902,7 +1049,10 @@ def _draw_table(ax: Axes, header: list[str], rows: list[list[str]], families: li
     head_h = row_h * max(h.count("\n") + 1 for h in header) * 0.8
     total = row_h * len(rows) + head_h
     table = ax.table(
-        cellText=rows, colLabels=header, colWidths=list(widths), cellLoc="left",
+        cellText=rows,
+        colLabels=header,
+        colWidths=list(widths),
+        cellLoc="left",
         bbox=[0, 1 - total, float(widths.sum()), total],
     )
     table.auto_set_font_size(False)
@@ -947,6 +1097,13 @@ def render_pages(data: ReportData, table: pd.DataFrame) -> list[Figure]:
     ]
     name = ", ".join(data.experiments)
     for i, fig in enumerate(figures, start=1):
-        fig.text(0.985, 0.012, f"tradeoff-report · {name} · page {i} of {len(figures)}",
-                 ha="right", va="bottom", fontsize=8, color="0.45")
+        fig.text(
+            0.985,
+            0.012,
+            f"tradeoff-report · {name} · page {i} of {len(figures)}",
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.45",
+        )
     return figures
