@@ -145,3 +145,38 @@ def test_kernel_is_built_where_it_can_be():
         "tradeoff/nn/_pairsort.c was not built: reinstall with `pip install -e .` and read "
         "setup.py's warning"
     )
+
+
+@needs_kernel
+def test_single_threaded_build_leaves_multithreaded_work_to_torch(monkeypatch):
+    """A kernel built without OpenMP only takes tensors torch would sort on one thread."""
+    from tradeoff.nn import _pairsort
+
+    calls = []
+
+    class NoOpenMP:
+        OPENMP = 0
+
+        @staticmethod
+        def sort_pairs(*args):
+            calls.append(args[-2])  # threads
+            return _pairsort.sort_pairs(*args)
+
+        swap_pairs = staticmethod(_pairsort.swap_pairs)
+
+    monkeypatch.setattr(activations, "_pairsort", NoOpenMP)
+    big, small = torch.randn(64, 16, 28, 28), torch.randn(4, 6, 5, 5)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            torch.testing.assert_close(GroupSort2()(big), _reference(big), rtol=0, atol=0)
+            assert calls == []  # torch ops, on two threads
+            torch.testing.assert_close(GroupSort2()(small), _reference(small), rtol=0, atol=0)
+            assert calls == [1]  # too small to be worth threads: the C loop
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            torch.testing.assert_close(GroupSort2()(big), _reference(big), rtol=0, atol=0)
+        assert calls == [1, 1]
+    finally:
+        torch.set_num_threads(previous)

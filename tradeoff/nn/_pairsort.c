@@ -22,6 +22,10 @@
 #define CLONES
 #endif
 
+#ifdef _MSC_VER
+#define restrict __restrict
+#endif
+
 #ifdef _OPENMP
 #define OPENMP 1
 #else

@@ -35,7 +35,9 @@ def _wrapped(t: torch.Tensor) -> bool:
 
 
 def _fusable(t: torch.Tensor) -> bool:
-    """Whether the C loops can take `t`: plain contiguous float32/64 CPU data, not empty."""
+    """Whether the C loops should take `t`: plain contiguous float32/64 CPU data, not empty,
+    and, where the kernel was built without OpenMP (one thread), only if torch would use one
+    thread too: on several threads, torch's three passes beat one single-threaded pass."""
     return (
         _pairsort is not None
         and t.device.type == "cpu"
@@ -43,15 +45,18 @@ def _fusable(t: torch.Tensor) -> bool:
         and t.numel() > 0
         and not _wrapped(t)
         and t.is_contiguous()
+        and (_pairsort.OPENMP or _threads(t) == 1)
     )
+
+
+def _threads(t: torch.Tensor) -> int:
+    return torch.get_num_threads() if t.numel() >= _PARALLEL_MIN else 1
 
 
 def _loop_args(t: torch.Tensor) -> tuple[int, int, int, bool]:
     """(outer, inner, threads, is_double) of `t` seen as (N·C/2, 2, H·W·…)."""
     outer = t.shape[0] * (t.shape[1] // 2)
-    inner = math.prod(t.shape[2:])
-    threads = torch.get_num_threads() if t.numel() >= _PARALLEL_MIN else 1
-    return outer, inner, threads, _FUSED_DTYPES[t.dtype]
+    return outer, math.prod(t.shape[2:]), _threads(t), _FUSED_DTYPES[t.dtype]
 
 
 def _sorted_pairs(x: torch.Tensor, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

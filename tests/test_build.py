@@ -1,0 +1,92 @@
+"""setup.py builds the fused GroupSort2 kernel with OpenMP, without it, or not at all — and the
+install never fails because of it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CC = shutil.which("cc") or shutil.which("gcc")
+HEADERS = (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+needs_compiler = pytest.mark.skipif(not (CC and HEADERS), reason="no C compiler or Python.h")
+
+
+def _build(tmp_path: Path, compiler: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CC": compiler, "LDSHARED": f"{compiler} -shared"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "build_ext",
+            "--build-lib",
+            str(tmp_path / "lib"),
+            "--build-temp",
+            str(tmp_path / "tmp"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _load(tmp_path: Path):
+    (path,) = (tmp_path / "lib" / "tradeoff" / "nn").glob("_pairsort*")
+    spec = importlib.util.spec_from_file_location("_pairsort", path)  # PyInit__pairsort
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wrapper(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "cc"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def _sorts(module) -> bool:
+    x = torch.randn(8, 6, 5, 5)
+    out = torch.empty_like(x)
+    mask = torch.empty(8, 3, 5, 5, dtype=torch.uint8)
+    module.sort_pairs(x.data_ptr(), out.data_ptr(), mask.data_ptr(), 24, 25, 1, False)
+    ref = x.unflatten(1, (3, 2)).sort(dim=2).values.flatten(1, 2)
+    return torch.equal(out, ref) and torch.equal(mask.bool(), x[:, 0::2] > x[:, 1::2])
+
+
+@needs_compiler
+def test_builds_with_openmp(tmp_path):
+    done = _build(tmp_path, CC)
+    assert done.returncode == 0, done.stderr
+    module = _load(tmp_path)
+    assert module.OPENMP == 1 and _sorts(module)
+
+
+@needs_compiler
+def test_builds_without_openmp_when_the_compiler_lacks_it(tmp_path):
+    compiler = _wrapper(
+        tmp_path, f'for a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec {CC} "$@"'
+    )
+    done = _build(tmp_path, compiler)
+    assert done.returncode == 0, done.stderr
+    module = _load(tmp_path)
+    assert module.OPENMP == 0 and _sorts(module)
+
+
+def test_a_failing_compiler_does_not_fail_the_build(tmp_path):
+    done = _build(tmp_path, _wrapper(tmp_path, "exit 1"))
+    assert done.returncode == 0, done.stderr
+    assert "fused GroupSort2 kernel was not built" in done.stderr
+    assert not list((tmp_path / "lib").rglob("_pairsort*"))
