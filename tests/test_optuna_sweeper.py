@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -424,3 +425,44 @@ def test_failing_trial_does_not_stop_the_study(workspace):
     assert "FAILED" in proc.stderr + proc.stdout
     pareto = yaml.safe_load((workspace / f"multirun/{name}/only/pareto.yaml").read_text())
     assert {row["trial"] for row in pareto["pareto"]} <= {t.number for t in complete}
+
+
+@pytest.mark.slow
+def test_retry_that_reuses_a_finished_run_is_linked_to_it(workspace):
+    """A sweeper killed after a trial's job FINISHED but before it recorded the values: on
+    resume the trial is failed as stale and re-queued, the retry's job finds the FINISHED run
+    of the same config and skips training, and the retry is linked to that run (Optuna's
+    retry carries the original trial's user attributes, `mlflow_run_id` among them)."""
+    name = "told_late"
+    heartbeat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2"]
+    _cli(_study_cmd(name, 2, "first", *SPACE, *heartbeat), workspace)
+    db = workspace / "optuna.db"
+    with sqlite3.connect(db) as con:  # trial 1 back to RUNNING, its last heartbeat long ago
+        (trial_id,) = con.execute(
+            "SELECT t.trial_id FROM trials t JOIN studies s ON t.study_id = s.study_id "
+            "WHERE s.study_name = ? AND t.number = 1",
+            (name,),
+        ).fetchone()
+        con.execute(
+            "UPDATE trials SET state = 'RUNNING', datetime_complete = NULL WHERE trial_id = ?",
+            (trial_id,),
+        )
+        con.execute("DELETE FROM trial_values WHERE trial_id = ?", (trial_id,))
+        con.execute("DELETE FROM trial_heartbeats WHERE trial_id = ?", (trial_id,))
+        con.execute(
+            "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, ?)",
+            (trial_id, "2000-01-01 00:00:00.000000"),
+        )
+    before = _runs(workspace, name)
+    original = before[before["tags.optuna.trial"] == "1"]
+    assert len(original) == 1 and original.iloc[0]["status"] == "FINISHED"
+
+    proc = _cli(_study_cmd(name, 2, "resumed", *SPACE, *heartbeat), workspace)
+    trials = _study(workspace, name).trials
+    retry = trials[-1]
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == 1
+    assert retry.params == trials[1].params
+    assert retry.user_attrs["mlflow_run_id"] == original.iloc[0]["run_id"]
+    after = _runs(workspace, name)
+    assert len(after) == len(before)  # no training, no new run
+    assert "skipping: this config already has FINISHED run" in proc.stdout + proc.stderr
