@@ -284,10 +284,70 @@ def test_spectral_conv_cap_matches_an_exact_cap_every_step(c_in, c_out, size):
             u = param.u.clone()
             cached = param.compute(original)
             param.u.copy_(u)
-            param._norm_ref = None  # forces the exact computation
+            param._norm_ref, param._exact_norm = None, None  # exact, from every block
             exact = param.compute(original)
         torch.testing.assert_close(cached, exact, rtol=0, atol=0)
         assert measured_linear_norm(copy.deepcopy(layer), (c_in, *size), iters=60) <= 1 + BJORCK_TOL
+
+
+@pytest.mark.parametrize(
+    "c_in,c_out,size,stride", [(64, 64, (4, 4), (1, 1)), (16, 32, (8, 8), (2, 2))]
+)
+def test_tracked_conv_norm_equals_the_norm_from_every_block(c_in, c_out, size, stride):
+    """Pruned by per-block drift bounds, the norm is still the exact one, step after step;
+    small steps skip most blocks, a jump recomputes them all."""
+    from tradeoff.nn.operator_norm import TrackedConvNorm, conv2d_operator_norm
+
+    gen = torch.Generator().manual_seed(c_in + c_out)
+    kernel = torch.randn(c_out, c_in, 3, 3, generator=gen, dtype=torch.float64)
+    tracker = TrackedConvNorm(size, stride, (2, 2))
+    pruned_steps = 0
+    for step in range(30):
+        size_of_step = 1.0 if step in (10, 20) else 1e-3  # two jumps
+        kernel = kernel + size_of_step * torch.randn(
+            kernel.shape, generator=gen, dtype=kernel.dtype
+        )
+        seen, computed = tracker.blocks_seen, tracker.blocks_computed
+        norm = tracker(kernel)
+        assert norm == pytest.approx(conv2d_operator_norm(kernel, size, stride, (2, 2)), rel=1e-12)
+        blocks = tracker.blocks_seen - seen
+        if tracker.blocks_computed - computed < blocks:
+            pruned_steps += 1
+        if step in (10, 20):  # a jump: every block again, and a new reference
+            assert tracker.blocks_computed - computed == blocks
+    assert pruned_steps >= 20
+
+
+def test_tracked_conv_norm_sees_a_block_that_overtakes_the_maximum():
+    """A change that makes another frequency the largest one, on a step that skips blocks."""
+    from tradeoff.nn.operator_norm import (
+        TrackedConvNorm,
+        block_norms,
+        conv2d_frequency_blocks,
+        conv2d_operator_norm,
+    )
+
+    gen = torch.Generator().manual_seed(3)
+    eye = torch.eye(8, dtype=torch.float64)
+    kernel = torch.randn(8, 8, 3, 3, generator=gen, dtype=torch.float64) * 0.05
+    kernel[:, :, 1, 1] += eye  # the zero frequency dominates
+    target = kernel.clone()
+    target[:, :, 1, 0] += 0.6 * eye  # a sine across the row: zero at the zero frequency
+    target[:, :, 1, 2] -= 0.6 * eye
+    tracker = TrackedConvNorm((6, 6), (1, 1), (2, 2))
+    tracker(kernel)
+    overtaken_on_a_pruned_step = False
+    for t in torch.linspace(0, 1, 21, dtype=torch.float64):
+        moved = kernel + t * (target - kernel)
+        computed, seen = tracker.blocks_computed, tracker.blocks_seen
+        norm = tracker(moved)
+        assert norm == pytest.approx(conv2d_operator_norm(moved, (6, 6), (1, 1), (2, 2)), rel=1e-12)
+        largest = int(
+            block_norms(conv2d_frequency_blocks(moved, (6, 6), (1, 1), (2, 2))[0]).argmax()
+        )
+        pruned = tracker.blocks_computed - computed < tracker.blocks_seen - seen
+        overtaken_on_a_pruned_step |= largest != 0 and pruned
+    assert overtaken_on_a_pruned_step
 
 
 @pytest.mark.parametrize("shape", [(32, 144), (256, 2304), (7, 3), (50, 50)])

@@ -16,7 +16,7 @@ from torch import nn
 
 from .autograd import Function
 from .bjorck import spectral_bjorck
-from .operator_norm import REL_SLACK, conv2d_operator_norm, gram_iteration_norm
+from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
@@ -100,6 +100,7 @@ class SpectralBjorck(CachedParametrization):
         self.register_buffer("coef", torch.tensor(float(coef)))
         self.conv_geometry: dict | None = None
         self._norm_ref: tuple[torch.Tensor, float] | None = None
+        self._exact_norm: TrackedConvNorm | None = None
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         w, u = spectral_bjorck(
@@ -131,7 +132,9 @@ class SpectralBjorck(CachedParametrization):
         out (‖conv(K)‖ ≤ ‖conv(K₀)‖ + ‖conv(K − K₀)‖): first Σ_a ‖ΔK[:, :, a]‖_F (a
         convolution is a sum of shifted taps, each shift an isometry), then
         √(kh·kw)·‖ΔK as (out, in·kh·kw)‖₂ (each input pixel feeds at most kh·kw taps), the
-        latter by Gram iteration. The result equals computing the exact norm every step.
+        latter by Gram iteration. The exact norm itself skips the frequency blocks that cannot
+        hold the maximum (`TrackedConvNorm`). The result equals computing the exact norm from
+        every block at every step.
         """
         ref = self._norm_ref
         # When the cap bound at the last exact computation (coef·‖K₀‖ > 1), no bound of the form
@@ -151,7 +154,10 @@ class SpectralBjorck(CachedParametrization):
             reshaped = math.sqrt(kh * kw) * gram_iteration_norm(delta.flatten(1)) * slack
             if coef * (ref[1] + reshaped) <= 1.0:
                 return None
-        norm = conv2d_operator_norm(kernel, **self.conv_geometry)
+        tracker = self._exact_norm
+        if tracker is None or tracker.geometry != self.conv_geometry:
+            tracker = self._exact_norm = TrackedConvNorm(**self.conv_geometry)
+        norm = tracker(kernel)
         self._norm_ref = (kernel.clone(), norm)
         return norm if coef * norm > 1.0 else None
 
