@@ -7,8 +7,6 @@ import math
 import torch
 from torch import nn
 
-from .autograd import Function
-
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
@@ -30,8 +28,9 @@ def _pairs(t: torch.Tensor) -> torch.Tensor:
 
 
 def _wrapped(t: torch.Tensor) -> bool:
-    """True inside torch.func transforms (vmap, grad), whose rules refuse out= ops."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+    """True inside torch.func transforms (vmap, grad), whose rules refuse out= ops, and under
+    torch.compile, which traces plain torch ops (neither can see the C loops' pointers)."""
+    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 def _fusable(t: torch.Tensor) -> bool:
@@ -40,10 +39,10 @@ def _fusable(t: torch.Tensor) -> bool:
     thread too: on several threads, torch's three passes beat one single-threaded pass."""
     return (
         _pairsort is not None
+        and not _wrapped(t)
         and t.device.type == "cpu"
         and t.dtype in _FUSED_DTYPES
         and t.numel() > 0
-        and not _wrapped(t)
         and t.is_contiguous()
         and (_pairsort.OPENMP or _threads(t) == 1)
     )
@@ -104,7 +103,7 @@ def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     return out.flatten(1, 2)
 
 
-class _SortPairs(Function):
+class _SortPairs(torch.autograd.Function):
     """GroupSort2 as one permutation: its gradient is the same permutation (an involution),
     so backward and forward-mode AD cost one masked swap instead of autograd's min/max."""
 

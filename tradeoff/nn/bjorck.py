@@ -19,8 +19,6 @@ import math
 import numpy as np
 import torch
 
-from .autograd import Function
-
 __all__ = ["bjorck_orthonormalize", "power_iteration", "spectral_bjorck"]
 
 
@@ -55,8 +53,13 @@ GRAM_FORM_MAX_SIDE = 96
 
 
 def _gram_form_applies(w: torch.Tensor) -> bool:
-    """On CPU, for a matrix whose short side is small, the eigenvalue forms pay."""
-    return w.device.type == "cpu" and min(w.shape) <= GRAM_FORM_MAX_SIDE
+    """On CPU, for a matrix whose short side is small, the eigenvalue forms pay. Not under
+    torch.compile: their NumPy recursions cannot be traced (the iterations as written can)."""
+    return (
+        w.device.type == "cpu"
+        and min(w.shape) <= GRAM_FORM_MAX_SIDE
+        and not torch.compiler.is_compiling()
+    )
 
 
 def _wrapped(t: torch.Tensor) -> bool:
@@ -183,7 +186,7 @@ def _spectral_derivative(q: torch.Tensor, diff: torch.Tensor, d: torch.Tensor) -
     return q @ (diff * (q.t() @ d @ q)) @ q.t()
 
 
-class _BjorckSpectrum(Function):
+class _BjorckSpectrum(torch.autograd.Function):
     """G ↦ A = p(G) for the Björck polynomial p of `_bjorck_multipliers`, with its derivative.
 
     The derivative of a spectral function is Q (D ∘ (Qᵀ dG Q)) Qᵀ, with D the divided differences
@@ -222,7 +225,7 @@ def _np_unit(x: np.ndarray) -> np.ndarray:
     return x / max(math.sqrt(float((x * x).sum())), 1e-12)  # as `_unit`, without BLAS
 
 
-class _SpectralBjorckGram(Function):
+class _SpectralBjorckGram(torch.autograd.Function):
     """`spectral_bjorck` from one eigendecomposition of the short side's Gram, exact derivative.
 
     Write W (out × k) on its short side: S = W (out ≤ k) or Wᵀ, n × m with n ≤ m, and

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autograd import Function
 from .bjorck import spectral_bjorck
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm
 
@@ -168,7 +167,7 @@ class SpectralBjorck(CachedParametrization):
         )
 
 
-class _AbsGramRowSums(Function):
+class _AbsGramRowSums(torch.autograd.Function):
     """r_i = Σ_j |WᵀW|_ij, computed a block of rows of WᵀW at a time.
 
     WᵀW is (in × in): 67 MB for a 10×4096 dense head, only to be reduced to `in` numbers. Each

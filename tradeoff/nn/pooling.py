@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autograd import Function
-
 __all__ = [
     "InvertibleDownsampling",
     "ScaledAvgPool2d",
@@ -83,7 +81,7 @@ class ScaledL2NormPool2d(_WindowPool):
         return torch.sqrt(sq.clamp_min(self.eps**2))
 
 
-class _WindowNorm(Function):
+class _WindowNorm(torch.autograd.Function):
     """max(‖window‖₂, eps) over non-overlapping (kh, kw) windows, as one autograd node.
 
     Its derivative is x / y, broadcast over each window (0 where y = eps). Both directions
