@@ -318,6 +318,24 @@ def test_tracked_conv_norm_equals_the_norm_from_every_block(c_in, c_out, size, s
     assert pruned_steps >= 20
 
 
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1)])
+@pytest.mark.parametrize("circular", [False, True])
+def test_frequency_block_frobenius_bounds_the_blocks_tightly(stride, circular):
+    """The autocorrelation route to the blocks' Frobenius norms: never below the norms of the
+    FFT blocks, at most 1e-10 above."""
+    from tradeoff.nn.operator_norm import conv2d_frequency_blocks, frequency_block_frobenius
+
+    gen = torch.Generator().manual_seed(7)
+    for shape, size in [((4, 3, 3, 3), (7, 9)), ((8, 2, 5, 5), (4, 4)), ((5, 5, 2, 2), (3, 2))]:
+        w = torch.randn(shape, generator=gen, dtype=torch.float64)
+        blocks, _ = conv2d_frequency_blocks(w, size, stride, (2, 2), circular)
+        exact = torch.linalg.matrix_norm(blocks)
+        bound = frequency_block_frobenius(w, size, stride, (2, 2), circular)
+        assert bound.shape == exact.shape
+        assert (bound >= exact).all()
+        assert (bound <= exact * (1 + 1e-10) + 1e-10).all()
+
+
 def test_tracked_conv_norm_sees_a_block_that_overtakes_the_maximum():
     """A change that makes another frequency the largest one, on a step that skips blocks."""
     from tradeoff.nn.operator_norm import (
@@ -335,6 +353,7 @@ def test_tracked_conv_norm_sees_a_block_that_overtakes_the_maximum():
     target[:, :, 1, 0] += 0.6 * eye  # a sine across the row: zero at the zero frequency
     target[:, :, 1, 2] -= 0.6 * eye
     tracker = TrackedConvNorm((6, 6), (1, 1), (2, 2))
+    tracker.PRUNE_MIN_SIDE = 1  # prune these 8×8 blocks too
     tracker(kernel)
     overtaken_on_a_pruned_step = False
     for t in torch.linspace(0, 1, 21, dtype=torch.float64):

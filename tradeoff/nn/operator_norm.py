@@ -20,6 +20,7 @@ __all__ = [
     "block_norms",
     "conv2d_frequency_blocks",
     "conv2d_operator_norm",
+    "frequency_block_frobenius",
     "gram_iteration_norm",
     "spectral_norm",
 ]
@@ -106,15 +107,7 @@ def conv2d_frequency_blocks(
     w = weight.detach().to(torch.float64)
     out_c, in_c, kh, kw = w.shape
     sh, sw = stride
-    if circular:
-        n_h, n_w = input_size
-    else:
-        n_h = input_size[0] + max(kh - 1, padding[0])
-        n_w = input_size[1] + max(kw - 1, padding[1])
-    n_h, n_w = math.ceil(n_h / sh) * sh, math.ceil(n_w / sw) * sw
-    if kh > n_h or kw > n_w:
-        # A kernel wider than the (circular) grid folds onto itself: use the widest grid.
-        n_h, n_w = max(n_h, math.ceil(kh / sh) * sh), max(n_w, math.ceil(kw / sw) * sw)
+    n_h, n_w = _grid((kh, kw), input_size, stride, padding, circular)
     m_h, m_w = n_h // sh, n_w // sw
     # A real kernel's block at frequency -ν is the conjugate of the one at ν (with its aliased
     # columns permuted): the same singular values, so half of the last axis covers them all.
@@ -132,6 +125,62 @@ def conv2d_frequency_blocks(
     return blocks, 1 / math.sqrt(sh * sw)
 
 
+def _grid(
+    kernel_size: tuple[int, int],
+    input_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    circular: bool,
+) -> tuple[int, int]:
+    """The FFT grid (n_h, n_w) on which the convolution is circular, multiples of the stride."""
+    (kh, kw), (sh, sw) = kernel_size, stride
+    if circular:
+        n_h, n_w = input_size
+    else:
+        n_h = input_size[0] + max(kh - 1, padding[0])
+        n_w = input_size[1] + max(kw - 1, padding[1])
+    n_h, n_w = math.ceil(n_h / sh) * sh, math.ceil(n_w / sw) * sw
+    if kh > n_h or kw > n_w:
+        # A kernel wider than the (circular) grid folds onto itself: use the widest grid.
+        n_h, n_w = max(n_h, math.ceil(kh / sh) * sh), max(n_w, math.ceil(kw / sw) * sw)
+    return n_h, n_w
+
+
+def frequency_block_frobenius(
+    weight: torch.Tensor,
+    input_size: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    circular: bool = False,
+) -> torch.Tensor:
+    """Upper bounds, tight to ~1e-12, on the Frobenius norms of `conv2d_frequency_blocks`'
+    blocks (same order), without their FFT.
+
+    Σ_{o,i} |K̂_oi(ν)|² is the Fourier transform of the kernel's autocorrelation summed over
+    channels (Wiener–Khinchin): one (kh·kw)² Gram matrix of the taps and one FFT of the grid's
+    size, instead of out·in FFTs. A block gathers its aliased frequencies, so its squared norm
+    is their sum.
+    """
+    w = weight.detach().to(torch.float64)
+    out_c, in_c, kh, kw = w.shape
+    sh, sw = stride
+    n_h, n_w = _grid((kh, kw), input_size, stride, padding, circular)
+    # Autocorrelation R(s) = Σ_c Σ_p K_c(p)·K_c(p + s) from the taps' Gram matrix: entry
+    # (t1, t2) adds to the shift pos(t2) − pos(t1), wrapped onto the circular grid.
+    taps = w.reshape(out_c * in_c, kh * kw)
+    gram = taps.t() @ taps
+    a, b = torch.arange(kh).repeat_interleave(kw), torch.arange(kw).repeat(kh)
+    rows = (a[None, :] - a[:, None]) % n_h
+    cols = (b[None, :] - b[:, None]) % n_w
+    grid = w.new_zeros(n_h, n_w).index_put_((rows, cols), gram, accumulate=True)
+    power = torch.fft.fft2(grid).real.reshape(sh, n_h // sh, sw, n_w // sw).sum(dim=(0, 2))
+    m_w = n_w // sw
+    power = power[:, : m_w // 2 + 1]
+    # FFT rounding is ~1e-16 of Σ|R| per frequency: a margin far above it keeps the bound.
+    margin = 1e-12 * float(gram.abs().sum()) * sh * sw
+    return (power.clamp_min(0) + margin).sqrt().reshape(-1)
+
+
 def block_norms(matrices: torch.Tensor) -> torch.Tensor:
     """Spectral norm of each matrix of a float64/complex128 batch, from its smaller Gram."""
     top = torch.linalg.eigvalsh(_small_gram(matrices))[..., -1]
@@ -142,14 +191,18 @@ class TrackedConvNorm:
     """Exact norm of one convolution whose kernel changes a little between calls (training).
 
     It keeps the frequency-block norms n⁰_f of a reference kernel K⁰. For a new kernel K, each
-    block moves by at most the Frobenius norm d_f of K − K⁰'s block (the FFT is linear), so
-    ‖K̂_f‖ ≤ n⁰_f + d_f. The block with the largest such bound is computed first; its exact norm
-    L is a lower bound on the maximum, so only the blocks whose bound reaches L can hold it:
-    their eigenvalues are computed, the others skipped, and the result is the exact norm, as
-    from every block. When more than half the blocks remain (the kernel has drifted), all are
-    computed and K becomes the reference. On lipconvnet's last stage (24 complex 256×256
-    blocks) this skips about half the eigenvalue problems while training.
+    block moves by at most the Frobenius norm d_f of K − K⁰'s block (the FFT is linear; d_f
+    comes from `frequency_block_frobenius`), so ‖K̂_f‖ ≤ n⁰_f + d_f. The block with the largest
+    such bound is computed first; its exact norm L is a lower bound on the maximum, so only the
+    blocks whose bound reaches L can hold it: their eigenvalues are computed, the others
+    skipped, and the result is the exact norm, as from every block. When more than half the
+    blocks remain (the kernel has drifted), all are computed and K becomes the reference.
+    Blocks with a side under `PRUNE_MIN_SIDE` are always all computed: their eigenvalues cost
+    less than the bookkeeping. On lipconvnet's last stage (24 complex 256×256 blocks) this
+    skips about half the eigenvalue problems while training.
     """
+
+    PRUNE_MIN_SIDE = 32
 
     def __init__(
         self,
@@ -166,10 +219,13 @@ class TrackedConvNorm:
         """‖conv(kernel)‖ (exact, times 1 + REL_SLACK like `conv2d_operator_norm`)."""
         kernel = kernel.detach().to(torch.float64)
         blocks, scale = conv2d_frequency_blocks(kernel, **self.geometry)
+        self.blocks_seen += len(blocks)
+        if min(blocks.shape[-2:]) < self.PRUNE_MIN_SIDE:
+            self.blocks_computed += len(blocks)
+            return float(block_norms(blocks).max()) * scale * (1 + REL_SLACK)
         ref = self.reference
         if ref is not None and ref[0].shape == kernel.shape and ref[0].device == kernel.device:
-            delta, _ = conv2d_frequency_blocks(kernel - ref[0], **self.geometry)
-            drift = torch.linalg.matrix_norm(delta)  # Frobenius, per block
+            drift = frequency_block_frobenius(kernel - ref[0], **self.geometry)
             upper = (ref[1] + drift) * (1 + 1e-9)  # float64 FFT/eigvalsh rounding: ~1e-13
             # The block most likely to hold the maximum first: its exact norm is the lower bound.
             first = int(upper.argmax())
@@ -178,12 +234,10 @@ class TrackedConvNorm:
             candidates = candidates[candidates != first]
             if 2 * (len(candidates) + 1) <= len(blocks):
                 self.blocks_computed += len(candidates) + 1
-                self.blocks_seen += len(blocks)
                 if len(candidates):
                     lower = max(lower, float(block_norms(blocks[candidates]).max()))
                 return lower * scale * (1 + REL_SLACK)
         norms = block_norms(blocks)
         self.reference = (kernel.clone(), norms)
         self.blocks_computed += len(blocks)
-        self.blocks_seen += len(blocks)
         return float(norms.max()) * scale * (1 + REL_SLACK)
