@@ -308,8 +308,11 @@ def test_tracked_conv_norm_equals_the_norm_from_every_block(c_in, c_out, size, s
             kernel.shape, generator=gen, dtype=kernel.dtype
         )
         seen, computed = tracker.blocks_seen, tracker.blocks_computed
+        exact = conv2d_operator_norm(kernel, size, stride, (2, 2))
+        bound = tracker.upper_bound(kernel)  # from the reference alone, no eigenvalues
+        assert (bound is None) == (step == 0) and (bound is None or bound >= exact)
         norm = tracker(kernel)
-        assert norm == pytest.approx(conv2d_operator_norm(kernel, size, stride, (2, 2)), rel=1e-12)
+        assert norm == pytest.approx(exact, rel=1e-12)
         blocks = tracker.blocks_seen - seen
         if tracker.blocks_computed - computed < blocks:
             pruned_steps += 1

@@ -198,8 +198,9 @@ class TrackedConvNorm:
     skipped, and the result is the exact norm, as from every block. When more than half the
     blocks remain (the kernel has drifted), all are computed and K becomes the reference.
     Blocks with a side under `PRUNE_MIN_SIDE` are always all computed: their eigenvalues cost
-    less than the bookkeeping. On lipconvnet's last stage (24 complex 256×256 blocks) this
-    skips about half the eigenvalue problems while training.
+    less than the bookkeeping. `upper_bound` gives max_f n⁰_f + d_f alone, with no eigenvalues:
+    enough to show that a cap does not bind. On lipconvnet's last stage (24 complex 256×256
+    blocks) this skips about half the eigenvalue problems while training.
     """
 
     PRUNE_MIN_SIDE = 32
@@ -220,13 +221,9 @@ class TrackedConvNorm:
         kernel = kernel.detach().to(torch.float64)
         blocks, scale = conv2d_frequency_blocks(kernel, **self.geometry)
         self.blocks_seen += len(blocks)
-        if min(blocks.shape[-2:]) < self.PRUNE_MIN_SIDE:
-            self.blocks_computed += len(blocks)
-            return float(block_norms(blocks).max()) * scale * (1 + REL_SLACK)
-        ref = self.reference
-        if ref is not None and ref[0].shape == kernel.shape and ref[0].device == kernel.device:
-            drift = frequency_block_frobenius(kernel - ref[0], **self.geometry)
-            upper = (ref[1] + drift) * (1 + 1e-9)  # float64 FFT/eigvalsh rounding: ~1e-13
+        prune = min(blocks.shape[-2:]) >= self.PRUNE_MIN_SIDE
+        upper = self._block_bounds(kernel) if prune else None
+        if upper is not None:
             # The block most likely to hold the maximum first: its exact norm is the lower bound.
             first = int(upper.argmax())
             lower = float(block_norms(blocks[first : first + 1])[0])
@@ -241,3 +238,20 @@ class TrackedConvNorm:
         self.reference = (kernel.clone(), norms)
         self.blocks_computed += len(blocks)
         return float(norms.max()) * scale * (1 + REL_SLACK)
+
+    def upper_bound(self, kernel: torch.Tensor) -> float | None:
+        """A sound upper bound on ‖conv(kernel)‖ without any eigenvalue problem — the largest
+        n⁰_f + d_f, times the same factors as the norm — or None before the first norm."""
+        upper = self._block_bounds(kernel.detach().to(torch.float64))
+        if upper is None:
+            return None
+        scale = 1 / math.sqrt(self.geometry["stride"][0] * self.geometry["stride"][1])
+        return float(upper.max()) * scale * (1 + REL_SLACK)
+
+    def _block_bounds(self, kernel: torch.Tensor) -> torch.Tensor | None:
+        """n⁰_f + d_f for every block (float64 `kernel`), or None without a usable reference."""
+        ref = self.reference
+        if ref is None or ref[0].shape != kernel.shape or ref[0].device != kernel.device:
+            return None
+        drift = frequency_block_frobenius(kernel - ref[0], **self.geometry)
+        return (ref[1] + drift) * (1 + 1e-9)  # float64 FFT/eigvalsh rounding: ~1e-13

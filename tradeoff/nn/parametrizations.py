@@ -129,9 +129,10 @@ class SpectralBjorck(CachedParametrization):
         The exact norm (FFT + batched eigenvalues) is only recomputed when a cheap sound bound
         on ‖conv(K − K₀)‖ for the kernel K₀ of the last exact computation cannot rule the cap
         out (‖conv(K)‖ ≤ ‖conv(K₀)‖ + ‖conv(K − K₀)‖): first Σ_a ‖ΔK[:, :, a]‖_F (a
-        convolution is a sum of shifted taps, each shift an isometry), then
-        √(kh·kw)·‖ΔK as (out, in·kh·kw)‖₂ (each input pixel feeds at most kh·kw taps), the
-        latter by Gram iteration. The exact norm itself skips the frequency blocks that cannot
+        convolution is a sum of shifted taps, each shift an isometry), then the frequency
+        blocks' own bounds ‖K̂₀_f‖ + ‖ΔK̂_f‖_F (`TrackedConvNorm.upper_bound`, from its reference
+        kernel), then √(kh·kw)·‖ΔK as (out, in·kh·kw)‖₂ (each input pixel feeds at most kh·kw
+        taps), by Gram iteration. The exact norm itself skips the frequency blocks that cannot
         hold the maximum (`TrackedConvNorm`). The result equals computing the exact norm from
         every block at every step.
         """
@@ -148,6 +149,10 @@ class SpectralBjorck(CachedParametrization):
             slack = 1 + REL_SLACK
             taps = float(torch.linalg.matrix_norm(delta.permute(2, 3, 0, 1)).sum()) * slack
             if coef * (ref[1] + taps) <= 1.0:
+                return None
+            tracker = self._exact_norm
+            blockwise = None if tracker is None else tracker.upper_bound(kernel)
+            if blockwise is not None and coef * blockwise <= 1.0:
                 return None
             kh, kw = delta.shape[-2:]
             reshaped = math.sqrt(kh * kw) * gram_iteration_norm(delta.flatten(1)) * slack
