@@ -62,11 +62,14 @@ def _sorted_pairs(x: torch.Tensor, with_mask: bool) -> tuple[torch.Tensor, torch
     """(min, max) of each channel pair, and the swap mask (1 where a > b) if `with_mask`.
 
     The mask is uint8 from the C loops and x's dtype from torch ops (a float mask makes `lerp`
-    exact and several times faster than `where` on CPU); `_swap_pairs` takes either.
+    exact and several times faster than `where` on CPU); `_swap_pairs` takes either. The two
+    agree bit for bit except on a pair holding a NaN: torch's min/max put NaN in both channels,
+    the C loops leave such a pair as it is.
     """
     if _fusable(x):
         out = torch.empty_like(x)
-        mask = torch.empty(_pairs(x)[:, :, 0].shape, dtype=torch.uint8) if with_mask else None
+        shape = _pairs(x)[:, :, 0].shape
+        mask = torch.empty(shape, dtype=torch.uint8, device=x.device) if with_mask else None
         _pairsort.sort_pairs(
             x.data_ptr(), out.data_ptr(), 0 if mask is None else mask.data_ptr(), *_loop_args(x)
         )
