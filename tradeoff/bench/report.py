@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..nn.activations import groupsort2_implementation
 from .timing import Stats
 
 __all__ = ["Row", "check_targets", "format_table", "machine_info", "write_json"]
@@ -55,16 +56,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def groupsort2_kernel() -> str:
-    """Which GroupSort2 implementation the constrained models run on here."""
-    from ..nn import activations
-
-    if not activations.FUSED_GROUPSORT:
-        return "torch ops (the fused C kernel is not built; see setup.py)"
-    threads = "OpenMP" if activations._pairsort.OPENMP else "one thread, no OpenMP"
-    return f"fused C kernel ({threads})"
-
-
 def machine_info(device: torch.device, torchlip: str) -> dict[str, Any]:
     """What the numbers depend on: CPU, cores, threads, versions, GPU, load."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -77,7 +68,7 @@ def machine_info(device: torch.device, torchlip: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "deel_torchlip": torchlip,
-        "groupsort2": groupsort2_kernel(),
+        "groupsort2": groupsort2_implementation(),
         "device": str(device),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

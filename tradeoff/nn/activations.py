@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .tracing import traced
+
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
@@ -19,6 +21,14 @@ FUSED_GROUPSORT: bool = _pairsort is not None
 """True when GroupSort2 runs on the fused C loops (one pass forward, one backward) for
 contiguous float32/float64 CPU tensors; otherwise, and for any other tensor, on torch ops."""
 
+
+def groupsort2_implementation() -> str:
+    """What GroupSort2 runs on here, in words (the bench prints it)."""
+    if _pairsort is None:
+        return "torch ops (the fused C kernel is not built; see setup.py)"
+    return f"fused C kernel ({'OpenMP' if _pairsort.OPENMP else 'one thread, no OpenMP'})"
+
+
 _FUSED_DTYPES = {torch.float32: False, torch.float64: True}  # dtype -> is_double
 _PARALLEL_MIN = 1 << 15  # below this many elements one thread beats waking torch's others
 
@@ -27,19 +37,13 @@ def _pairs(t: torch.Tensor) -> torch.Tensor:
     return t.unflatten(1, (t.shape[1] // 2, 2))
 
 
-def _wrapped(t: torch.Tensor) -> bool:
-    """True inside torch.func transforms (vmap, grad), whose rules refuse out= ops, and under
-    torch.compile, which traces plain torch ops (neither can see the C loops' pointers)."""
-    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
 def _fusable(t: torch.Tensor) -> bool:
     """Whether the C loops should take `t`: plain contiguous float32/64 CPU data, not empty,
     and, where the kernel was built without OpenMP (one thread), only if torch would use one
     thread too: on several threads, torch's three passes beat one single-threaded pass."""
     return (
         _pairsort is not None
-        and not _wrapped(t)
+        and not traced(t)
         and t.device.type == "cpu"
         and t.dtype in _FUSED_DTYPES
         and t.numel() > 0
@@ -75,7 +79,7 @@ def _sorted_pairs(x: torch.Tensor, with_mask: bool) -> tuple[torch.Tensor, torch
         )
         return out, mask
     a, b = _pairs(x).unbind(2)
-    if _wrapped(x):
+    if traced(x):
         out = torch.stack((torch.minimum(a, b), torch.maximum(a, b)), 2).flatten(1, 2)
         return out, (a > b).to(x.dtype) if with_mask else None
     pairs = torch.empty_like(_pairs(x))  # written in place: no stack copy
@@ -87,7 +91,7 @@ def _sorted_pairs(x: torch.Tensor, with_mask: bool) -> tuple[torch.Tensor, torch
 def _swap_pairs(t: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     """Exchange the two channels of each pair (dim 1 as (C/2, 2)) where `swap` is 1."""
     # double backward and torch.func transforms need differentiable ops without out=
-    differentiable = (torch.is_grad_enabled() and t.requires_grad) or _wrapped(t) or _wrapped(swap)
+    differentiable = (torch.is_grad_enabled() and t.requires_grad) or traced(t) or traced(swap)
     if swap.dtype == torch.uint8 and not differentiable:
         if not t.is_contiguous():
             t = t.contiguous()

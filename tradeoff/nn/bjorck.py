@@ -19,6 +19,8 @@ import math
 import numpy as np
 import torch
 
+from .tracing import traced
+
 __all__ = ["bjorck_orthonormalize", "power_iteration", "spectral_bjorck"]
 
 
@@ -53,18 +55,9 @@ GRAM_FORM_MAX_SIDE = 96
 
 
 def _gram_form_applies(w: torch.Tensor) -> bool:
-    """On CPU, for a matrix whose short side is small, the eigenvalue forms pay. Not under
-    torch.compile: their NumPy recursions cannot be traced (the iterations as written can)."""
-    return (
-        w.device.type == "cpu"
-        and min(w.shape) <= GRAM_FORM_MAX_SIDE
-        and not torch.compiler.is_compiling()
-    )
-
-
-def _wrapped(t: torch.Tensor) -> bool:
-    """True inside torch.func transforms over `t` (vmap, grad): NumPy cannot see such tensors."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+    """On CPU, for a matrix whose short side is small, the eigenvalue forms pay; not on traced
+    tensors (torch.func, torch.compile), which their NumPy recursions cannot read."""
+    return w.device.type == "cpu" and min(w.shape) <= GRAM_FORM_MAX_SIDE and not traced(w)
 
 
 def spectral_bjorck(
@@ -81,7 +74,7 @@ def spectral_bjorck(
     Power iteration from `u` gives σ = uᵀ·weight·v (differentiable in `weight`, u and v held
     fixed, as in deel-lip); the result is Björck(weight / (σ + eps_spectral)).
     """
-    if _gram_form_applies(weight) and not (_wrapped(weight) or _wrapped(u)):
+    if _gram_form_applies(weight) and not traced(u):
         out, new_u, *_ = _SpectralBjorckGram.apply(
             weight, u, eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter
         )

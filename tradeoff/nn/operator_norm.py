@@ -198,8 +198,8 @@ class TrackedConvNorm:
     skipped, and the result is the exact norm, as from every block. When more than half the
     blocks remain (the kernel has drifted), all are computed and K becomes the reference.
     Blocks with a side under `PRUNE_MIN_SIDE` are always all computed: their eigenvalues cost
-    less than the bookkeeping. `upper_bound` gives max_f n⁰_f + d_f alone, with no eigenvalues:
-    enough to show that a cap does not bind. On lipconvnet's last stage (24 complex 256×256
+    less than the bookkeeping. With `at_most`, max_f n⁰_f + d_f alone, with no eigenvalues, can
+    show that a cap does not bind. On lipconvnet's last stage (24 complex 256×256
     blocks) this skips about half the eigenvalue problems while training.
     """
 
@@ -216,14 +216,19 @@ class TrackedConvNorm:
         self.blocks_computed = 0  # counters, for tests and benchmarks
         self.blocks_seen = 0
 
-    def __call__(self, kernel: torch.Tensor) -> float:
-        """‖conv(kernel)‖ (exact, times 1 + REL_SLACK like `conv2d_operator_norm`)."""
+    def __call__(self, kernel: torch.Tensor, at_most: float | None = None) -> float | None:
+        """‖conv(kernel)‖ (exact, times 1 + REL_SLACK like `conv2d_operator_norm`); or None,
+        with no eigenvalue problem, when the block bounds already show it is <= `at_most`."""
         kernel = kernel.detach().to(torch.float64)
-        blocks, scale = conv2d_frequency_blocks(kernel, **self.geometry)
+        (sh, sw), (out_c, in_c) = self.geometry["stride"], kernel.shape[:2]
+        factor = (1 + REL_SLACK) / math.sqrt(sh * sw)
+        prune = min(out_c, in_c * sh * sw) >= self.PRUNE_MIN_SIDE
+        upper = self._block_bounds(kernel) if prune or at_most is not None else None
+        if upper is not None and at_most is not None and float(upper.max()) * factor <= at_most:
+            return None
+        blocks, _ = conv2d_frequency_blocks(kernel, **self.geometry)
         self.blocks_seen += len(blocks)
-        prune = min(blocks.shape[-2:]) >= self.PRUNE_MIN_SIDE
-        upper = self._block_bounds(kernel) if prune else None
-        if upper is not None:
+        if upper is not None and prune:
             # The block most likely to hold the maximum first: its exact norm is the lower bound.
             first = int(upper.argmax())
             lower = float(block_norms(blocks[first : first + 1])[0])
@@ -233,20 +238,11 @@ class TrackedConvNorm:
                 self.blocks_computed += len(candidates) + 1
                 if len(candidates):
                     lower = max(lower, float(block_norms(blocks[candidates]).max()))
-                return lower * scale * (1 + REL_SLACK)
+                return lower * factor
         norms = block_norms(blocks)
         self.reference = (kernel.clone(), norms)
         self.blocks_computed += len(blocks)
-        return float(norms.max()) * scale * (1 + REL_SLACK)
-
-    def upper_bound(self, kernel: torch.Tensor) -> float | None:
-        """A sound upper bound on ‖conv(kernel)‖ without any eigenvalue problem — the largest
-        n⁰_f + d_f, times the same factors as the norm — or None before the first norm."""
-        upper = self._block_bounds(kernel.detach().to(torch.float64))
-        if upper is None:
-            return None
-        scale = 1 / math.sqrt(self.geometry["stride"][0] * self.geometry["stride"][1])
-        return float(upper.max()) * scale * (1 + REL_SLACK)
+        return float(norms.max()) * factor
 
     def _block_bounds(self, kernel: torch.Tensor) -> torch.Tensor | None:
         """n⁰_f + d_f for every block (float64 `kernel`), or None without a usable reference."""

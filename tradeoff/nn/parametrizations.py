@@ -129,14 +129,15 @@ class SpectralBjorck(CachedParametrization):
         The exact norm (FFT + batched eigenvalues) is only recomputed when a cheap sound bound
         on ‖conv(K − K₀)‖ for the kernel K₀ of the last exact computation cannot rule the cap
         out (‖conv(K)‖ ≤ ‖conv(K₀)‖ + ‖conv(K − K₀)‖): first Σ_a ‖ΔK[:, :, a]‖_F (a
-        convolution is a sum of shifted taps, each shift an isometry), then the frequency
-        blocks' own bounds ‖K̂₀_f‖ + ‖ΔK̂_f‖_F (`TrackedConvNorm.upper_bound`, from its reference
-        kernel), then √(kh·kw)·‖ΔK as (out, in·kh·kw)‖₂ (each input pixel feeds at most kh·kw
-        taps), by Gram iteration. The exact norm itself skips the frequency blocks that cannot
-        hold the maximum (`TrackedConvNorm`). The result equals computing the exact norm from
-        every block at every step.
+        convolution is a sum of shifted taps, each shift an isometry), then
+        √(kh·kw)·‖ΔK as (out, in·kh·kw)‖₂ (each input pixel feeds at most kh·kw taps) by Gram
+        iteration, then the frequency blocks' own bounds ‖K̂₀_f‖ + ‖ΔK̂_f‖_F from the reference
+        kernel of `TrackedConvNorm`, which computes the exact norm, skipping the blocks that
+        cannot hold the maximum, only when those fail. The result equals computing the exact
+        norm from every block at every step.
         """
         ref = self._norm_ref
+        at_most = None
         # When the cap bound at the last exact computation (coef·‖K₀‖ > 1), no bound of the form
         # coef·(‖K₀‖ + drift) can rule it out now: go straight to the exact norm.
         if (
@@ -150,18 +151,17 @@ class SpectralBjorck(CachedParametrization):
             taps = float(torch.linalg.matrix_norm(delta.permute(2, 3, 0, 1)).sum()) * slack
             if coef * (ref[1] + taps) <= 1.0:
                 return None
-            tracker = self._exact_norm
-            blockwise = None if tracker is None else tracker.upper_bound(kernel)
-            if blockwise is not None and coef * blockwise <= 1.0:
-                return None
             kh, kw = delta.shape[-2:]
             reshaped = math.sqrt(kh * kw) * gram_iteration_norm(delta.flatten(1)) * slack
             if coef * (ref[1] + reshaped) <= 1.0:
                 return None
+            at_most = 1.0 / coef  # the blocks' own bounds may still rule the cap out
         tracker = self._exact_norm
         if tracker is None or tracker.geometry != self.conv_geometry:
             tracker = self._exact_norm = TrackedConvNorm(**self.conv_geometry)
-        norm = tracker(kernel)
+        norm = tracker(kernel, at_most)
+        if norm is None:
+            return None
         self._norm_ref = (kernel.clone(), norm)
         return norm if coef * norm > 1.0 else None
 

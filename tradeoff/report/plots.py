@@ -786,6 +786,21 @@ def _curve_runs(data: ReportData) -> tuple[pd.DataFrame, str]:
     return front.iloc[keep], note
 
 
+def _run_handle(style: dict[str, object], label: str, lw: float, ms: float) -> Line2D:
+    """Legend entry of one front run drawn in `style` (see `_styles`)."""
+    return Line2D(
+        [],
+        [],
+        color=style["color"],
+        ls=style["ls"],
+        lw=lw,
+        marker=style["marker"],
+        ms=ms,
+        mec="white",
+        label=label,
+    )
+
+
 def _styles(runs: pd.DataFrame) -> dict[str, dict[str, object]]:
     """Per run: its family's colour and, within a family, a different line style."""
     seen: dict[str, int] = {}
@@ -865,19 +880,7 @@ def page_radius(data: ReportData) -> Figure:
                 mec="white",
                 mew=0.6,
             )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=style["color"],
-                ls=style["ls"],
-                lw=1.8,
-                marker=style["marker"],
-                ms=6,
-                mec="white",
-                label=_run_key(row, data),
-            )
-        )
+        handles.append(_run_handle(style, _run_key(row, data), lw=1.8, ms=6))
     for eps, _ in radii:
         if eps > top:
             continue
@@ -934,19 +937,7 @@ def page_curves(data: ReportData) -> Figure:
                 mew=0.6,
             )
             drawn[metric] += 1
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=style["color"],
-                ls=style["ls"],
-                lw=1.6,
-                marker=style["marker"],
-                ms=5,
-                mec="white",
-                label=_run_key(row, data),
-            )
-        )
+        handles.append(_run_handle(style, _run_key(row, data), lw=1.6, ms=5))
     for ax, metric in zip(axes, (acc, cert), strict=True):
         if not drawn[metric]:
             _note(ax, f"no {metric} history logged by the front runs")
