@@ -1,8 +1,11 @@
-"""Builds tradeoff's optional C kernel (fused GroupSort2); all other metadata is in pyproject.toml.
+"""Builds tradeoff's optional C kernels; all other metadata is in pyproject.toml.
 
-The kernel is an accelerator, not a requirement: without a C compiler, Python headers or
-OpenMP the install goes on, and GroupSort2 runs on torch ops with identical results
-(`tradeoff.nn.activations.FUSED_GROUPSORT` says which one is in use).
+- `tradeoff.nn._pairsort`: fused GroupSort2 (`tradeoff.nn.activations.FUSED_GROUPSORT`);
+- `tradeoff.nn._spectral`: the spectral layers' scalar recursions
+  (`tradeoff.nn.bjorck.FUSED_SCALARS`).
+
+They are accelerators, not requirements: without a C compiler, Python headers or OpenMP the
+install goes on, and the layers run on torch and NumPy with the same results.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ OPENMP = {"msvc": (["/O2", "/openmp"], [])}
 OPENMP_DEFAULT = (["-O3", "-fopenmp"], ["-fopenmp"])
 NO_OPENMP = {"msvc": (["/O2"], [])}
 NO_OPENMP_DEFAULT = (["-O3"], [])
+OPENMP_EXTENSIONS = {"tradeoff.nn._pairsort"}
+
+
+FALLBACKS = {
+    "tradeoff.nn._pairsort": "GroupSort2 will run on torch ops (same results, slower)",
+    "tradeoff.nn._spectral": "spectral layers will run their scalar loops in NumPy (slower)",
+}
 
 
 class OptionalBuildExt(build_ext):
@@ -23,7 +33,10 @@ class OptionalBuildExt(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         kind = self.compiler.compiler_type
-        for flags in (OPENMP.get(kind, OPENMP_DEFAULT), NO_OPENMP.get(kind, NO_OPENMP_DEFAULT)):
+        attempts = [NO_OPENMP.get(kind, NO_OPENMP_DEFAULT)]
+        if ext.name in OPENMP_EXTENSIONS:
+            attempts.insert(0, OPENMP.get(kind, OPENMP_DEFAULT))
+        for flags in attempts:
             ext.extra_compile_args, ext.extra_link_args = flags
             try:
                 super().build_extension(ext)
@@ -31,13 +44,16 @@ class OptionalBuildExt(build_ext):
             except Exception as exc:  # compiler missing or failing: try the next flags
                 error = exc
         print(
-            f"warning: tradeoff's fused GroupSort2 kernel was not built ({error}); "
-            "GroupSort2 will run on torch ops (same results, slower)",
+            f"warning: tradeoff's C kernel {ext.name} was not built ({error}); "
+            f"{FALLBACKS[ext.name]}",
             file=sys.stderr,
         )
 
 
 setup(
-    ext_modules=[Extension("tradeoff.nn._pairsort", ["tradeoff/nn/_pairsort.c"])],
+    ext_modules=[
+        Extension("tradeoff.nn._pairsort", ["tradeoff/nn/_pairsort.c"]),
+        Extension("tradeoff.nn._spectral", ["tradeoff/nn/_spectral.c"]),
+    ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -1,5 +1,5 @@
-"""setup.py builds the fused GroupSort2 kernel with OpenMP, without it, or not at all — and the
-install never fails because of it."""
+"""setup.py builds the C kernels (fused GroupSort2 with OpenMP or without it, the spectral layers'
+scalar loops), or not at all — and the install never fails because of it."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def _build(tmp_path: Path, compiler: str) -> subprocess.CompletedProcess:
     )
 
 
-def _load(tmp_path: Path):
-    (path,) = (tmp_path / "lib" / "tradeoff" / "nn").glob("_pairsort*")
-    spec = importlib.util.spec_from_file_location("_pairsort", path)  # PyInit__pairsort
+def _load(tmp_path: Path, name: str = "_pairsort"):
+    (path,) = (tmp_path / "lib" / "tradeoff" / "nn").glob(f"{name}*")
+    spec = importlib.util.spec_from_file_location(name, path)  # PyInit_<name>
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,12 +66,25 @@ def _sorts(module) -> bool:
     return torch.equal(out, ref) and torch.equal(mask.bool(), x[:, 0::2] > x[:, 1::2])
 
 
+def _multiplies(module) -> bool:
+    from tradeoff.nn.bjorck import _bjorck_multipliers
+
+    lam = torch.linspace(0, 1, 7, dtype=torch.float64) ** 2
+    a, diff = torch.empty(7, dtype=torch.float64), torch.empty(7, 7, dtype=torch.float64)
+    module.bjorck_multipliers(lam.data_ptr(), 7, 1e-3, 0.5, 15, a.data_ptr(), diff.data_ptr())
+    ref_a, ref_diff = _bjorck_multipliers(lam.numpy(), 1e-3, 0.5, 15)
+    return torch.allclose(a, torch.from_numpy(ref_a), rtol=1e-13, atol=0) and torch.allclose(
+        diff, torch.from_numpy(ref_diff), rtol=1e-12, atol=1e-14
+    )
+
+
 @needs_compiler
 def test_builds_with_openmp(tmp_path):
     done = _build(tmp_path, CC)
     assert done.returncode == 0, done.stderr
     module = _load(tmp_path)
     assert module.OPENMP == 1 and _sorts(module)
+    assert _multiplies(_load(tmp_path, "_spectral"))
 
 
 @needs_compiler
@@ -83,10 +96,13 @@ def test_builds_without_openmp_when_the_compiler_lacks_it(tmp_path):
     assert done.returncode == 0, done.stderr
     module = _load(tmp_path)
     assert module.OPENMP == 0 and _sorts(module)
+    assert _multiplies(_load(tmp_path, "_spectral"))  # never needed OpenMP
 
 
 def test_a_failing_compiler_does_not_fail_the_build(tmp_path):
     done = _build(tmp_path, _wrapper(tmp_path, "exit 1"))
     assert done.returncode == 0, done.stderr
-    assert "fused GroupSort2 kernel was not built" in done.stderr
-    assert not list((tmp_path / "lib").rglob("_pairsort*"))
+    for name, fallback in (("_pairsort", "torch ops"), ("_spectral", "NumPy")):
+        assert f"C kernel tradeoff.nn.{name} was not built" in done.stderr
+        assert fallback in done.stderr
+        assert not list((tmp_path / "lib").rglob(f"{name}*"))

@@ -11,7 +11,7 @@ from torch import nn
 from tradeoff import nn as lnn
 from tradeoff import zoo
 from tradeoff.certificates import lipschitz_bound
-from tradeoff.nn.parametrizations import SpectralBjorck
+from tradeoff.nn.parametrizations import CachedParametrization, SpectralBjorck
 
 
 def test_available_lists_the_required_models():
@@ -168,3 +168,41 @@ def test_aol_side_option_and_pickled_models_keep_the_side_they_were_built_with()
     name, opts = auto.spec
     old = zoo._rebuild(name, auto.input_shape, 10, opts, auto.state_dict(), False)
     assert _aol_sides(old) == ["input", "input"]
+
+
+@pytest.mark.parametrize("layer", ["spectral", "aol"])
+def test_training_forward_computes_the_weights_first_with_the_same_result(layer):
+    """LipNet computes every constrained weight before the layers run (after a first call,
+    which fixes the convolutions' input sizes): outputs, gradients and power vectors are the
+    ones of the layer-by-layer forward, bit for bit."""
+    import copy
+
+    torch.manual_seed(0)
+    first = zoo.create("seed_conv", input_shape=(1, 28, 28), num_classes=10, layer=layer)
+    second = copy.deepcopy(first)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (first, second)]
+    prefetch = CachedParametrization.prefetch
+    with mock.patch.object(
+        CachedParametrization, "prefetch", autospec=True, side_effect=prefetch
+    ) as spy:
+        _train_side_by_side(first, second, opts, x, y)
+    assert spy.call_count == 2 * 4  # the two calls after the first, four layers each
+    assert first._warm
+    convs = [m for m in first if isinstance(m, lnn.LipschitzConv2d)]
+    assert all(getattr(c, "input_size", (28, 28)) is not None for c in convs)
+
+
+def _train_side_by_side(first, second, opts, x, y) -> None:
+    for _ in range(3):
+        second._warm = False  # layer by layer, every call
+        outs = []
+        for model, opt in zip((first, second), opts, strict=True):
+            opt.zero_grad()
+            out = model(x)
+            nn.functional.cross_entropy(out, y).backward()
+            opt.step()
+            outs.append(out)
+        assert torch.equal(*outs)
+        for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+            assert torch.equal(a, b)

@@ -1,11 +1,24 @@
-"""Björck orthonormalization: the fast (spectral) form computes deel-lip's iterations."""
+"""Björck orthonormalization: the fast (spectral) form computes deel-lip's iterations.
+
+Every test runs twice: with the scalar loops in C (`_spectral.c`, when built) and in NumPy.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tradeoff.nn import SpectralLinear, bjorck_orthonormalize, spectral_bjorck
+from tradeoff.nn import SpectralLinear, bjorck, bjorck_orthonormalize, spectral_bjorck
+
+
+@pytest.fixture(autouse=True, params=["C", "NumPy"])
+def scalar_loops(request, monkeypatch):
+    if request.param == "C":
+        if bjorck._spectral is None:
+            pytest.skip("the C kernel tradeoff.nn._spectral is not built")
+    else:
+        monkeypatch.setattr(bjorck, "_spectral", None)
+    return request.param
 
 
 def reference_bjorck(w: torch.Tensor, eps: float = 1e-3, beta: float = 0.5, max_iter: int = 15):

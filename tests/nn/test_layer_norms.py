@@ -389,3 +389,27 @@ def test_gram_iteration_bounds_the_spectral_norm(shape):
         bound = gram_iteration_norm(m, steps)
         assert exact <= bound <= exact * rank ** (1 / 2 ** (steps + 1)) * (1 + 1e-9)
     assert gram_iteration_norm(torch.zeros(shape)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "shape, stride",
+    [
+        ((16, 1, 3, 3), (1, 1)),
+        ((1, 8, 3, 3), (1, 1)),
+        ((1, 4, 3, 3), (2, 2)),
+        ((6, 1, 5, 3), (1, 1)),
+    ],
+)
+def test_tracked_conv_norm_of_one_row_or_column_blocks_is_exact(shape, stride):
+    """One input channel at stride 1, or one output channel: the blocks' Frobenius norms are
+    their spectral norms, and the shortcut agrees with every block's eigenvalues."""
+    from tradeoff.nn.operator_norm import TrackedConvNorm, conv2d_operator_norm
+
+    gen = torch.Generator().manual_seed(11)
+    tracker = TrackedConvNorm((28, 28), stride, (2, 2))
+    for _ in range(3):
+        kernel = torch.randn(shape, generator=gen, dtype=torch.float64)
+        exact = conv2d_operator_norm(kernel, (28, 28), stride, (2, 2))
+        norm = tracker(kernel)
+        assert exact <= norm <= exact * (1 + 1e-10)
+    assert tracker.blocks_computed == tracker.blocks_seen > 0

@@ -21,7 +21,15 @@ import torch
 
 from .tracing import traced
 
-__all__ = ["bjorck_orthonormalize", "power_iteration", "spectral_bjorck"]
+try:
+    from . import _spectral  # C loops built by setup.py (see _spectral.c)
+except ImportError:  # no compiler at install time: the NumPy loops below
+    _spectral = None
+
+__all__ = ["FUSED_SCALARS", "bjorck_orthonormalize", "power_iteration", "spectral_bjorck"]
+
+# Whether the eigenvalue forms run their scalar recursions in C (else in NumPy).
+FUSED_SCALARS: bool = _spectral is not None
 
 
 @torch.no_grad()
@@ -165,13 +173,80 @@ def _bjorck_multipliers(
     return a, diff
 
 
-def _eigh(gram: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-    """Eigenvalues (ascending, clamped at 0, as NumPy) and eigenvectors of a float64 Gram.
+def _eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending, clamped at 0) and eigenvectors of a float64 Gram matrix.
 
     Matrix products stay in torch: NumPy's own BLAS threads would compete with torch's.
     """
     lam, q = torch.linalg.eigh(gram)
-    return lam.clamp_min(0).numpy(), q
+    return lam.clamp_min(0), q
+
+
+def _multipliers(lam: torch.Tensor, eps: float, beta: float, max_iter: int) -> tuple:
+    """`_bjorck_multipliers` on a float64 tensor, in C when built: (a, diff) tensors."""
+    n = lam.shape[0]
+    if _spectral is None:
+        a, diff = _bjorck_multipliers(lam.numpy(), eps, beta, max_iter)
+        return torch.from_numpy(a), torch.from_numpy(diff)
+    a, diff = lam.new_empty(n), lam.new_empty(n, n)
+    _spectral.bjorck_multipliers(
+        lam.contiguous().data_ptr(), n, eps, beta, max_iter, a.data_ptr(), diff.data_ptr()
+    )
+    return a, diff
+
+
+def _spectral_scalars(
+    lam: torch.Tensor,
+    proj: torch.Tensor,
+    transposed: bool,
+    uu: float,
+    eps_spectral: float,
+    eps_bjorck: float,
+    beta: float,
+    max_power_iter: int,
+    max_bjorck_iter: int,
+) -> tuple:
+    """The scalar part of `_SpectralBjorckGram.forward`, in C when built, else in NumPy.
+
+    From the eigenvalues `lam` (float64, ascending, ≥ 0) and u₀'s coordinates `proj` (divided
+    by s when `transposed`), with uu = u₀·u₀: (σ + eps, the new u's coordinates (divided by s
+    when transposed), the previous power iterate, v's coordinates, μ = λ/(σ + eps)², Björck's
+    multipliers a and their divided differences), all float64 tensors but the first.
+    """
+    n = lam.shape[0]
+    args = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
+    if _spectral is not None:
+        out = lam.new_empty(5 * n + n * n)
+        lam, proj = lam.contiguous(), proj.contiguous()
+        scale = _spectral.spectral_scalars(
+            lam.data_ptr(), proj.data_ptr(), n, transposed, uu, *args, out.data_ptr()
+        )
+        *vectors, diff = out.split([n] * 5 + [n * n])
+        return (scale, *vectors, diff.view(n, n))
+    scale, *arrays = _scalars_numpy(lam.numpy(), proj.numpy(), transposed, uu, args)
+    return (scale, *(torch.from_numpy(x) for x in arrays))
+
+
+def _scalars_numpy(
+    lam: np.ndarray, proj: np.ndarray, transposed: bool, uu: float, settings: tuple
+) -> tuple:
+    """`_spectral_scalars` in NumPy (the reference the C loops of _spectral.c follow);
+    `settings` = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)."""
+    eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter = settings
+    s = np.sqrt(lam)
+    coords = np.divide(proj, s, out=np.zeros_like(proj), where=s > 0) if transposed else proj
+    outside = max(uu - float((coords * coords).sum()), 0.0)
+    c = prev = coords
+    for i in range(max(max_power_iter, 1)):
+        prev, c = c, _np_unit(lam * c)
+        if float(((c - prev) ** 2).sum()) + (outside if i == 0 else 0.0) < eps_spectral**2:
+            break
+    v_coords = _np_unit(s * prev)
+    scale = float((c * s * v_coords).sum()) + eps_spectral  # σ + eps
+    u_coords = np.divide(c, s, out=np.zeros_like(c), where=s > 0) if transposed else c
+    mu = lam / scale**2
+    a, diff = _bjorck_multipliers(mu, eps_bjorck, beta, max_bjorck_iter)
+    return scale, u_coords, prev, v_coords, mu, a, diff
 
 
 def _spectral_derivative(q: torch.Tensor, diff: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -193,8 +268,8 @@ class _BjorckSpectrum(torch.autograd.Function):
         gram: torch.Tensor, eps: float, beta: float, max_iter: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lam, q = _eigh(gram)
-        a, diff = _bjorck_multipliers(lam, eps, beta, max_iter)
-        return (q * torch.from_numpy(a)) @ q.t(), q, torch.from_numpy(diff)
+        a, diff = _multipliers(lam, eps, beta, max_iter)
+        return (q * a) @ q.t(), q, diff
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -254,40 +329,36 @@ class _SpectralBjorckGram(torch.autograd.Function):
         w64 = weight.detach().double()
         short = w64.t() if transposed else w64
         lam, q = _eigh(short @ short.t())
-        s = np.sqrt(lam)
         u64 = u0.detach().double()
-        if transposed:  # U = W·V/s: u₀'s coordinates are Vᵀ(Wᵀu₀)/s
-            proj = (q.t() @ (short @ u64)).numpy()
-            coords = np.divide(proj, s, out=np.zeros_like(proj), where=s > 0)
-        else:
-            coords = (q.t() @ u64).numpy()
-        outside = max(float(u64 @ u64) - float((coords * coords).sum()), 0.0)
-        c = coords
-        for i in range(max(max_power_iter, 1)):
-            prev, c = c, _np_unit(lam * c)
-            if float(((c - prev) ** 2).sum()) + (outside if i == 0 else 0.0) < eps_spectral**2:
-                break
-        v_coords = _np_unit(s * prev)
-        scale = float((c * s * v_coords).sum()) + eps_spectral  # σ + eps
+        # u₀ in the eigenbasis; when transposed, U = W·V/s and the division by s is done below
+        proj = q.t() @ (short @ u64) if transposed else q.t() @ u64
+        scale, u_coords, prev, v_coords, mu, a, diff = _spectral_scalars(
+            lam,
+            proj,
+            transposed,
+            float(u64.dot(u64)),
+            eps_spectral,
+            eps_bjorck,
+            beta,
+            max_power_iter,
+            max_bjorck_iter,
+        )
         if transposed:
-            on_u = np.divide(c, s, out=np.zeros_like(c), where=s > 0)
-            new_u = short.t() @ (q @ torch.from_numpy(on_u))
-            v = q @ torch.from_numpy(v_coords)
+            new_u = short.t() @ (q @ u_coords)
+            v = q @ v_coords
         else:
-            new_u = q @ torch.from_numpy(c)
-            v = _unit(short.t() @ (q @ torch.from_numpy(prev)))
-        mu = lam / scale**2
-        a, diff = _bjorck_multipliers(mu, eps_bjorck, beta, max_bjorck_iter)
-        p = (q * torch.from_numpy(a)) @ q.t()
+            new_u = q @ u_coords
+            v = _unit(short.t() @ (q @ prev))
+        p = (q * a) @ q.t()
         result = ((p / scale) @ short).to(weight.dtype)
         return (
             result.t() if transposed else result,
             new_u.to(u0.dtype),
             v,
             q,
-            torch.from_numpy(diff),
+            diff,
             p,
-            torch.from_numpy(mu),
+            mu,
             torch.tensor(scale, dtype=torch.float64),
         )
 

@@ -10,6 +10,7 @@ folded in exactly: the output frequency ν gathers the s² aliased input frequen
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -157,32 +158,67 @@ def frequency_block_frobenius(
     blocks (same order), without their FFT.
 
     Σ_{o,i} |K̂_oi(ν)|² is the Fourier transform of the kernel's autocorrelation summed over
-    channels (Wiener–Khinchin): one (kh·kw)² Gram matrix of the taps and one FFT of the grid's
-    size, instead of out·in FFTs. A block gathers its aliased frequencies, so its squared norm
-    is their sum.
+    channels (Wiener–Khinchin): one (kh·kw)² Gram matrix of the taps, and a direct Fourier sum
+    over the (2kh−1)×(2kw−1) shifts (two small products with cached cosine and sine tables),
+    instead of out·in FFTs. A block gathers its aliased frequencies, so its squared norm is
+    their sum. For a block with one row or column (one input channel at stride 1, or one
+    output channel) this is its spectral norm.
     """
     w = weight.detach().to(torch.float64)
     out_c, in_c, kh, kw = w.shape
     sh, sw = stride
     n_h, n_w = _grid((kh, kw), input_size, stride, padding, circular)
-    # Autocorrelation R(s) = Σ_c Σ_p K_c(p)·K_c(p + s) from the taps' Gram matrix: entry
-    # (t1, t2) adds to the shift pos(t2) − pos(t1), wrapped onto the circular grid.
+    m_w = n_w // sw
     taps = w.reshape(out_c * in_c, kh * kw)
     gram = taps.t() @ taps
-    a, b = torch.arange(kh).repeat_interleave(kw), torch.arange(kw).repeat(kh)
-    rows = (a[None, :] - a[:, None]) % n_h
-    cols = (b[None, :] - b[:, None]) % n_w
-    grid = w.new_zeros(n_h, n_w).index_put_((rows, cols), gram, accumulate=True)
-    power = torch.fft.fft2(grid).real.reshape(sh, n_h // sh, sw, n_w // sw).sum(dim=(0, 2))
-    m_w = n_w // sw
+    scatter, cos_h, sin_h, cos_w, sin_w = _fourier_tables(kh, kw, n_h, n_w, sw, w.device)
+    # Autocorrelation R(s) = Σ_c Σ_p K_c(p)·K_c(p + s): Gram entry (t1, t2) adds to the shift
+    # pos(t2) − pos(t1); R is real and even, so its transform is C R Cᵀ − S R Sᵀ.
+    corr = (scatter @ gram.reshape(-1)).reshape(2 * kh - 1, 2 * kw - 1)
+    power = torch.addmm(cos_h @ corr @ cos_w, sin_h @ corr, sin_w, alpha=-1)
+    if sh * sw > 1:
+        power = power.reshape(sh, n_h // sh, sw, -1).sum(dim=(0, 2))
     power = power[:, : m_w // 2 + 1]
-    # FFT rounding is ~1e-16 of Σ|R| per frequency: a margin far above it keeps the bound.
+    # The Fourier sum's rounding is ~1e-16·(2k−1)² of Σ|R| per frequency: a margin far above
+    # it keeps the bound.
     margin = 1e-12 * float(gram.abs().sum()) * sh * sw
     return (power.clamp_min(0) + margin).sqrt().reshape(-1)
 
 
+@functools.lru_cache(maxsize=64)
+def _fourier_tables(
+    kh: int, kw: int, n_h: int, n_w: int, sw: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """`frequency_block_frobenius`' constants: the ((2kh−1)(2kw−1) × (kh·kw)²) 0/1 matrix that
+    sums the taps' Gram matrix by shift, and the cosine and sine tables of the grid (all rows;
+    the columns only up to half the grid when there is no column stride to fold)."""
+    a, b = torch.arange(kh).repeat_interleave(kw), torch.arange(kw).repeat(kh)
+    shift = (a[None, :] - a[:, None] + kh - 1) * (2 * kw - 1) + (b[None, :] - b[:, None] + kw - 1)
+    scatter = torch.zeros((2 * kh - 1) * (2 * kw - 1), (kh * kw) ** 2, dtype=torch.float64)
+    scatter[shift.reshape(-1), torch.arange((kh * kw) ** 2)] = 1.0
+    cols = n_w if sw > 1 else n_w // 2 + 1
+
+    def table(n: int, rows: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # ν·s mod n keeps the angles small, so the tables are accurate to rounding
+        nu = torch.arange(rows)[:, None]
+        s = torch.arange(-(k - 1), k)[None, :]
+        angle = (2 * math.pi / n) * torch.remainder(nu * s, n).to(torch.float64)
+        return torch.cos(angle), torch.sin(angle)
+
+    cos_h, sin_h = table(n_h, n_h, kh)
+    cos_w, sin_w = table(n_w, cols, kw)
+    tables = (scatter, cos_h, sin_h, cos_w.t().contiguous(), sin_w.t().contiguous())
+    return tuple(t.to(device) for t in tables)
+
+
 def block_norms(matrices: torch.Tensor) -> torch.Tensor:
-    """Spectral norm of each matrix of a float64/complex128 batch, from its smaller Gram."""
+    """Spectral norm of each matrix of a float64/complex128 batch, from its smaller Gram.
+
+    A single row or column (a convolution with one input channel, as on grey images, or one
+    output) is its own singular vector: its norm is the Euclidean one, with no eigensolver.
+    """
+    if min(matrices.shape[-2:]) == 1:
+        return torch.linalg.vector_norm(matrices, dim=(-2, -1))
     top = torch.linalg.eigvalsh(_small_gram(matrices))[..., -1]
     return top.clamp_min(0).sqrt()
 
@@ -199,8 +235,10 @@ class TrackedConvNorm:
     blocks remain (the kernel has drifted), all are computed and K becomes the reference.
     Blocks with a side under `PRUNE_MIN_SIDE` are always all computed: their eigenvalues cost
     less than the bookkeeping. With `at_most`, max_f n⁰_f + d_f alone, with no eigenvalues, can
-    show that a cap does not bind. On lipconvnet's last stage (24 complex 256×256
-    blocks) this skips about half the eigenvalue problems while training.
+    show that a cap does not bind. Blocks of one row or column (a first layer on grey images)
+    take their norms from `frequency_block_frobenius` directly, which is exact for them. On
+    lipconvnet's last stage (24 complex 256×256 blocks) this skips about half the eigenvalue
+    problems while training.
     """
 
     PRUNE_MIN_SIDE = 32
@@ -222,6 +260,11 @@ class TrackedConvNorm:
         kernel = kernel.detach().to(torch.float64)
         (sh, sw), (out_c, in_c) = self.geometry["stride"], kernel.shape[:2]
         factor = (1 + REL_SLACK) / math.sqrt(sh * sw)
+        if min(out_c, in_c * sh * sw) == 1:  # one-row or one-column blocks: Frobenius is exact
+            norms = frequency_block_frobenius(kernel, **self.geometry)
+            self.blocks_seen += len(norms)
+            self.blocks_computed += len(norms)
+            return float(norms.max()) * factor
         prune = min(out_c, in_c * sh * sw) >= self.PRUNE_MIN_SIDE
         upper = self._block_bounds(kernel) if prune or at_most is not None else None
         if upper is not None and at_most is not None and float(upper.max()) * factor <= at_most:
