@@ -17,6 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+/* One build runs the AVX2 loops where the CPU has it and the SSE2 ones elsewhere. */
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
 #ifdef _MSC_VER
 #define restrict __restrict
 #endif
@@ -147,10 +154,294 @@ static PyObject *py_spectral_scalars(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(scale);
 }
 
+/* ---- The whole map of a small weight: `_SpectralBjorckGram` forward and backward in C ---- */
+
+/* LAPACK's dsyevd with 32-bit integers, as torch's CPU library exports it (MKL on x86-64
+ * builds); bjorck.py finds its address at import, and passes 0 where there is none (the small
+ * path is then off). The two trailing lengths are gfortran's hidden string lengths; MKL ignores
+ * them. */
+typedef void (*syevd_fn)(const char *, const char *, const int *, double *, const int *,
+                         double *, double *, const int *, int *, const int *, int *, size_t,
+                         size_t);
+
+static double load(const void *p, int is_double, Py_ssize_t i) {
+    return is_double ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+
+static void store(void *p, int is_double, Py_ssize_t i, double x) {
+    if (is_double)
+        ((double *)p)[i] = x;
+    else
+        ((float *)p)[i] = (float)x;
+}
+
+/* The short side S (n x m, row-major, float64) of the (rows x cols) weight: W or W^T. */
+static void load_short(const void *w, int is_double, Py_ssize_t rows, Py_ssize_t cols,
+                       double *restrict s) {
+    int transposed = rows > cols;
+    Py_ssize_t n = transposed ? cols : rows, m = transposed ? rows : cols;
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = 0; j < m; j++)
+            s[i * m + j] = load(w, is_double, transposed ? j * cols + i : i * cols + j);
+}
+
+/* c (n x n) = a (n x k) b^T (n x k), row-major, accumulated along rows of c (vectorizes
+ * without reassociating sums); bt is scratch for b^T (k x n). */
+CLONES static void mul_abt(const double *restrict a, const double *restrict b, Py_ssize_t n,
+                           Py_ssize_t k, double *restrict c, double *restrict bt) {
+    for (Py_ssize_t j = 0; j < n; j++)
+        for (Py_ssize_t t = 0; t < k; t++) bt[t * n + j] = b[j * k + t];
+    memset(c, 0, (size_t)(n * n) * sizeof(double));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double *restrict row = c + i * n;
+        for (Py_ssize_t t = 0; t < k; t++) {
+            double f = a[i * k + t];
+            const double *restrict brow = bt + t * n;
+            for (Py_ssize_t j = 0; j < n; j++) row[j] += f * brow[j];
+        }
+    }
+}
+
+/* c (n x m) = alpha a (n x n) b (n x m) + beta c (c is only written when beta is 0). */
+CLONES static void mul_ab(const double *restrict a, const double *restrict b, Py_ssize_t n,
+                   Py_ssize_t m, double alpha, double beta, double *restrict c) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double *restrict row = c + i * m;
+        for (Py_ssize_t j = 0; j < m; j++) row[j] = beta == 0.0 ? 0.0 : beta * row[j];
+        for (Py_ssize_t t = 0; t < n; t++) {
+            double f = alpha * a[i * n + t];
+            const double *restrict brow = b + t * m;
+            for (Py_ssize_t j = 0; j < m; j++) row[j] += f * brow[j];
+        }
+    }
+}
+
+/* q (n x n) with q[i][j] the i-th entry of the j-th eigenvector, as torch.linalg.eigh. */
+static int eigh(syevd_fn syevd, const double *restrict gram, Py_ssize_t n, double *restrict lam,
+                double *restrict q) {
+    int nn = (int)n, lwork = 1 + 6 * nn + 2 * nn * nn, liwork = 3 + 5 * nn, info = 0;
+    double *a = malloc((size_t)(n * n + lwork) * sizeof(double));
+    int *iwork = malloc((size_t)liwork * sizeof(int));
+    if (a == NULL || iwork == NULL) {
+        free(a);
+        free(iwork);
+        return -1000;
+    }
+    memcpy(a, gram, (size_t)(n * n) * sizeof(double)); /* symmetric: either layout */
+    syevd("V", "U", &nn, a, &nn, lam, a + n * n, &lwork, iwork, &liwork, &info, 1, 1);
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = 0; j < n; j++) q[i * n + j] = a[j * n + i]; /* column-major */
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (lam[i] < 0.0) lam[i] = 0.0;
+    free(a);
+    free(iwork);
+    return info;
+}
+
+/* Forward of `_SpectralBjorckGram` (bjorck.py) for a (rows x cols) weight: the same steps,
+ * with the products in float64 loops. Fills result (weight's dtype), new_u (u's dtype), v
+ * (cols), q, diff, p (n x n), mu (n); returns sigma + eps, or NaN when dsyevd fails. */
+static double small_forward(syevd_fn syevd, const void *w, int w_double, Py_ssize_t rows,
+                            Py_ssize_t cols, const void *u0, int u_double, const double *settings,
+                            long max_power, long max_bjorck, void *result, void *new_u,
+                            double *restrict v, double *restrict q, double *restrict diff,
+                            double *restrict p, double *restrict mu) {
+    int transposed = rows > cols;
+    Py_ssize_t n = transposed ? cols : rows, m = transposed ? rows : cols;
+    double *buf = malloc((size_t)(2 * n * m + 3 * n * n + 12 * n + m + 4) * sizeof(double));
+    if (buf == NULL) return NAN;
+    double *s = buf, *rs = s + n * m, *gram = rs + n * m, *lam = gram + n * n;
+    double *proj = lam + n, *scal = proj + n, *work = scal + 5 * n, *u = work + 3 * n;
+    double *tmp = u + m, *qa = tmp + n + 1, *qt = qa + n * n;
+    load_short(w, w_double, rows, cols, s);
+    mul_abt(s, s, n, m, gram, rs); /* rs is free until the result */
+    if (eigh(syevd, gram, n, lam, q) != 0) {
+        free(buf);
+        return NAN;
+    }
+    double uu = 0.0;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        u[i] = load(u0, u_double, i);
+        uu += u[i] * u[i];
+    }
+    /* u0 in the eigenbasis: q^T (S u0) when transposed (divided by s in spectral_scalars) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double acc = 0.0;
+        if (transposed)
+            for (Py_ssize_t j = 0; j < m; j++) acc += s[i * m + j] * u[j];
+        tmp[i] = transposed ? acc : u[i];
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        double acc = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) acc += q[i * n + j] * tmp[i];
+        proj[j] = acc;
+    }
+    double *ucoord = scal, *prev = scal + n, *vcoord = scal + 2 * n, *a = scal + 4 * n;
+    double *out5 = malloc((size_t)(5 * n + n * n) * sizeof(double));
+    if (out5 == NULL) {
+        free(buf);
+        return NAN;
+    }
+    double scale = spectral_scalars(lam, proj, n, transposed, uu, settings[0], settings[1],
+                                    settings[2], max_power, max_bjorck, out5, work);
+    memcpy(scal, out5, (size_t)(5 * n) * sizeof(double));
+    memcpy(diff, out5 + 5 * n, (size_t)(n * n) * sizeof(double));
+    memcpy(mu, out5 + 3 * n, (size_t)n * sizeof(double));
+    free(out5);
+    /* q applied to the u coordinates (transposed: then S^T), and v */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double acc = 0.0;
+        for (Py_ssize_t j = 0; j < n; j++) acc += q[i * n + j] * ucoord[j];
+        tmp[i] = acc;
+    }
+    if (transposed) {
+        for (Py_ssize_t j = 0; j < m; j++) {
+            double acc = 0.0;
+            for (Py_ssize_t i = 0; i < n; i++) acc += s[i * m + j] * tmp[i];
+            store(new_u, u_double, j, acc);
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double acc = 0.0;
+            for (Py_ssize_t j = 0; j < n; j++) acc += q[i * n + j] * vcoord[j];
+            v[i] = acc;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) store(new_u, u_double, i, tmp[i]);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double acc = 0.0;
+            for (Py_ssize_t j = 0; j < n; j++) acc += q[i * n + j] * prev[j];
+            tmp[i] = acc;
+        }
+        double sq = 0.0;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            double acc = 0.0;
+            for (Py_ssize_t i = 0; i < n; i++) acc += s[i * m + j] * tmp[i];
+            v[j] = acc;
+            sq += acc * acc;
+        }
+        double norm = sqrt(sq) < 1e-12 ? 1e-12 : sqrt(sq);
+        for (Py_ssize_t j = 0; j < m; j++) v[j] /= norm;
+    }
+    /* p = q diag(a) q^T; result = (p / scale) S */
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = 0; j < n; j++) {
+            qa[i * n + j] = q[i * n + j] * a[j];
+            qt[i * n + j] = q[j * n + i];
+        }
+    mul_ab(qa, qt, n, n, 1.0, 0.0, p);
+    mul_ab(p, s, n, m, 1.0 / scale, 0.0, rs);
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = 0; j < m; j++)
+            store(result, w_double, transposed ? j * cols + i : i * m + j, rs[i * m + j]);
+    free(buf);
+    return scale;
+}
+
+/* Backward of `_SpectralBjorckGram` (bjorck.py), in float64: d_weight (grad's dtype) from the
+ * gradient of the result and what the forward saved. */
+static int small_backward(const void *grad, int g_double, const void *w, int w_double,
+                          Py_ssize_t rows, Py_ssize_t cols, const void *u, int u_double,
+                          const double *restrict v, const double *restrict q,
+                          const double *restrict diff, const double *restrict p,
+                          const double *restrict mu, double scale, void *d_weight) {
+    int transposed = rows > cols;
+    Py_ssize_t n = transposed ? cols : rows, m = transposed ? rows : cols;
+    double *buf = malloc((size_t)(3 * n * m + 6 * n * n) * sizeof(double));
+    if (buf == NULL) return -1;
+    double *s = buf, *g = s + n * m, *ds = g + n * m, *dp = ds + n * m, *t1 = dp + n * n;
+    double *inner = t1 + n * n, *dgram = inner + n * n, *sym = dgram + n * n, *qt = sym + n * n;
+    load_short(w, w_double, rows, cols, s);
+    load_short(grad, g_double, rows, cols, g);
+    mul_abt(g, s, n, m, dp, ds); /* dp = g S^T / scale; ds is free until dS */
+    double dot = 0.0;        /* <grad, result> = <p, dp> */
+    for (Py_ssize_t i = 0; i < n * n; i++) {
+        dp[i] /= scale;
+        dot += p[i] * dp[i];
+    }
+    /* inner = diff o (q^T sym(dp) q), dgram = q inner q^T */
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = 0; j < n; j++) {
+            sym[i * n + j] = 0.5 * (dp[i * n + j] + dp[j * n + i]);
+            qt[i * n + j] = q[j * n + i];
+        }
+    mul_ab(sym, q, n, n, 1.0, 0.0, t1);
+    mul_ab(qt, t1, n, n, 1.0, 0.0, inner);
+    for (Py_ssize_t i = 0; i < n * n; i++) inner[i] *= diff[i];
+    for (Py_ssize_t i = 0; i < n; i++) dot += 2.0 * mu[i] * inner[i * n + i];
+    mul_ab(q, inner, n, n, 1.0, 0.0, t1);
+    mul_ab(t1, qt, n, n, 1.0, 0.0, dgram);
+    /* dS = 2 dgram S / scale^2 + p g / scale */
+    memset(ds, 0, (size_t)(n * m) * sizeof(double));
+    mul_ab(dgram, s, n, m, 2.0 / (scale * scale), 0.0, ds);
+    mul_ab(p, g, n, m, 1.0 / scale, 1.0, ds);
+    double f = dot / scale;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        double ur = load(u, u_double, r);
+        for (Py_ssize_t c = 0; c < cols; c++) {
+            double x = transposed ? ds[c * m + r] : ds[r * m + c];
+            store(d_weight, g_double, r * cols + c, x - f * ur * v[c]);
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+static PyObject *py_small_forward(PyObject *self, PyObject *args) {
+    unsigned long long syevd, w, u0, result, new_u, v, q, diff, p, mu;
+    int w_double, u_double;
+    Py_ssize_t rows, cols;
+    double settings[3];
+    long max_power, max_bjorck;
+    if (!PyArg_ParseTuple(args, "KKpnnKpdddllKKKKKKK", &syevd, &w, &w_double, &rows, &cols, &u0,
+                          &u_double, &settings[0], &settings[1], &settings[2], &max_power,
+                          &max_bjorck, &result, &new_u, &v, &q, &diff, &p, &mu))
+        return NULL;
+    double scale;
+    Py_BEGIN_ALLOW_THREADS
+    scale = small_forward((syevd_fn)(uintptr_t)syevd, (const void *)(uintptr_t)w, w_double,
+                          rows, cols, (const void *)(uintptr_t)u0, u_double, settings,
+                          max_power, max_bjorck, (void *)(uintptr_t)result,
+                          (void *)(uintptr_t)new_u, (double *)(uintptr_t)v,
+                          (double *)(uintptr_t)q, (double *)(uintptr_t)diff,
+                          (double *)(uintptr_t)p, (double *)(uintptr_t)mu);
+    Py_END_ALLOW_THREADS
+    if (isnan(scale)) {
+        PyErr_SetString(PyExc_RuntimeError, "spectral_forward: dsyevd failed or out of memory");
+        return NULL;
+    }
+    return PyFloat_FromDouble(scale);
+}
+
+static PyObject *py_small_backward(PyObject *self, PyObject *args) {
+    unsigned long long grad, w, u, v, q, diff, p, mu, d_weight;
+    int g_double, w_double, u_double;
+    Py_ssize_t rows, cols;
+    double scale;
+    if (!PyArg_ParseTuple(args, "KpKpnnKpKKKKKdK", &grad, &g_double, &w, &w_double, &rows, &cols,
+                          &u, &u_double, &v, &q, &diff, &p, &mu, &scale, &d_weight))
+        return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = small_backward((const void *)(uintptr_t)grad, g_double, (const void *)(uintptr_t)w,
+                            w_double, rows, cols, (const void *)(uintptr_t)u, u_double,
+                            (const double *)(uintptr_t)v, (const double *)(uintptr_t)q,
+                            (const double *)(uintptr_t)diff, (const double *)(uintptr_t)p,
+                            (const double *)(uintptr_t)mu, scale, (void *)(uintptr_t)d_weight);
+    Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"bjorck_multipliers", py_bjorck_multipliers, METH_VARARGS,
      "bjorck_multipliers(lam, n, eps, beta, max_iter, a, diff): data pointers of contiguous "
      "float64 buffers; fills a (n) and diff (n x n)."},
+    {"spectral_forward", py_small_forward, METH_VARARGS,
+     "spectral_forward(syevd, w, w_double, rows, cols, u, u_double, eps_spectral, eps_bjorck, "
+     "beta, max_power, max_bjorck, result, new_u, v, q, diff, p, mu) -> sigma + eps."},
+    {"spectral_backward", py_small_backward, METH_VARARGS,
+     "spectral_backward(grad, g_double, w, w_double, rows, cols, u, u_double, v, q, diff, p, "
+     "mu, scale, d_weight): the weight's gradient, in grad's dtype."},
     {"spectral_scalars", py_spectral_scalars, METH_VARARGS,
      "spectral_scalars(lam, proj, n, transposed, uu, eps_spectral, eps_bjorck, beta, "
      "max_power, max_bjorck, out) -> sigma + eps_spectral; fills out (5n + n^2 float64)."},

@@ -8,13 +8,21 @@ short side is at most `GRAM_FORM_MAX_SIDE` (the seed's 64×1568 dense layer, its
 side's Gram matrix (`_SpectralBjorckGram`): the long side is then touched by two products
 forward and two backward, instead of two per power iteration and four per Björck iteration.
 
-The scalar recursions on the eigenvalues run in NumPy: they are ~200 operations on vectors of
-at most a few hundred entries, where torch's per-operation overhead would dominate.
+The scalar recursions on the eigenvalues are ~200 operations on vectors of at most a few
+hundred entries, where torch's per-operation overhead would dominate: they run in C
+(`_spectral.c`, built by setup.py), or in NumPy without it. A weight with a short side of at
+most `SMALL_MAX_SIDE` (the seed's 16×9 and 32×144 kernels and its 10×64 head) takes the whole
+map, forward and backward, in those C loops, with the eigendecomposition from the LAPACK that
+torch's CPU library carries (MKL builds): there, two dozen torch operations on a training
+step's cold caches cost more than the arithmetic.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +38,28 @@ __all__ = ["FUSED_SCALARS", "bjorck_orthonormalize", "power_iteration", "spectra
 
 # Whether the eigenvalue forms run their scalar recursions in C (else in NumPy).
 FUSED_SCALARS: bool = _spectral is not None
+
+
+def _find_syevd() -> int:
+    """Address of LAPACK's dsyevd_ (32-bit integers) in torch's own CPU library where torch is
+    built with MKL (the x86-64 Linux wheels), else 0: the small-matrix path is then off."""
+    if _spectral is None or os.name != "posix" or not torch.backends.mkl.is_available():
+        return 0
+    for path in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
+        try:
+            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            return ctypes.cast(lib.dsyevd_, ctypes.c_void_p).value or 0
+        except (OSError, AttributeError):
+            continue
+    return 0
+
+
+_SYEVD = _find_syevd()
+# Largest weights that take the whole map in C (`_spectral.c`: float64 loops, torch's LAPACK):
+# on a training step's cold caches, the ~25 torch operations of the general path cost more
+# than the arithmetic below these sizes (measured on 2 CPU threads, see `tradeoff-bench`).
+SMALL_MAX_SIDE = 32
+SMALL_MAX_SIZE = 8192
 
 
 @torch.no_grad()
@@ -83,8 +113,9 @@ def spectral_bjorck(
     fixed, as in deel-lip); the result is Björck(weight / (σ + eps_spectral)).
     """
     if _gram_form_applies(weight) and not traced(u):
-        out, new_u, *_ = _SpectralBjorckGram.apply(
-            weight, u, eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter
+        out, new_u, *_ = _apply(
+            _SpectralBjorckGram,
+            (weight, u, eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter),
         )
         return out, new_u
     new_u, v = power_iteration(weight.detach(), u, eps_spectral, max_power_iter)
@@ -124,6 +155,16 @@ def _bjorck_direct(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> t
     return w
 
 
+def _apply(function: type[torch.autograd.Function], args: tuple) -> tuple:
+    """`function.apply(*args)` for positional `args`, without the signature binding that
+    `Function.apply` does in Python at every call (tens of µs on a training step's cold
+    caches); under torch.func transforms, `Function.apply` itself. Only the eigenvalue forms
+    call it, and they never run while torch.compile traces."""
+    if torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*args)
+
+
 def _bjorck_gram(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> torch.Tensor:
     """The same iterates as `_bjorck_direct`, computed on the eigenvalues of the short side.
 
@@ -137,7 +178,7 @@ def _bjorck_gram(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> tor
     """
     transpose = w.shape[0] > w.shape[1]
     w0 = (w.t() if transpose else w).double()  # wᵀ follows the same iteration on its rows
-    a = _BjorckSpectrum.apply(w0 @ w0.t(), eps, beta, max_iter)[0]
+    a = _apply(_BjorckSpectrum, (w0 @ w0.t(), eps, beta, max_iter))[0]
     out = (a @ w0).to(w.dtype)
     return out.t() if transpose else out
 
@@ -325,6 +366,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
         max_power_iter: int,
         max_bjorck_iter: int,
     ) -> tuple[torch.Tensor, ...]:
+        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
+        if _small_path(weight, u0):
+            return _small_forward(weight.detach(), u0.detach(), settings)
         transposed = weight.shape[0] > weight.shape[1]
         w64 = weight.detach().double()
         short = w64.t() if transposed else w64
@@ -381,6 +425,8 @@ class _SpectralBjorckGram(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor | None, *_: torch.Tensor | None) -> tuple:
         if grad is None:
             return (None,) * 7
+        if _small_path(ctx.saved_tensors[0], ctx.saved_tensors[2], grad):
+            return (_small_backward(grad, *ctx.saved_tensors), *(None,) * 6)
         weight, result, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         dtype = grad.dtype
         short, g = (weight.t(), grad.t()) if transposed else (weight, grad)
@@ -408,3 +454,59 @@ class _SpectralBjorckGram(torch.autograd.Function):
         dp = _spectral_derivative(q, diff, cross + cross.t())
         d_result = (dp @ normed + p @ d_normed).to(dtype)
         return (d_result.t() if transposed else d_result, None, None, None, None, None, None)
+
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _small_path(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None = None) -> bool:
+    """Whether `_SpectralBjorckGram` runs on the C loops of `_spectral.c` (small CPU weights)."""
+    return (
+        _SYEVD != 0
+        and min(weight.shape) <= SMALL_MAX_SIDE
+        and weight.numel() <= SMALL_MAX_SIZE
+        and weight.dtype in _FLOATS
+        and u.dtype in _FLOATS
+        and (grad is None or grad.dtype in _FLOATS)
+    )
+
+
+def _small_forward(weight: torch.Tensor, u0: torch.Tensor, settings: tuple) -> tuple:
+    """`_SpectralBjorckGram.forward`'s outputs, computed by `_spectral.spectral_forward`."""
+    rows, cols = weight.shape
+    n = min(rows, cols)
+    w, u = weight.contiguous(), u0.contiguous()
+    result, new_u = torch.empty_like(w), torch.empty_like(u)
+    state = w.new_empty(cols + 3 * n * n + n, dtype=torch.float64)
+    v, q, diff, p, mu = state.split([cols, n * n, n * n, n * n, n])
+    scale = _spectral.spectral_forward(
+        _SYEVD, w.data_ptr(), w.dtype == torch.float64, rows, cols, u.data_ptr(),
+        u.dtype == torch.float64, *settings, result.data_ptr(), new_u.data_ptr(),
+        v.data_ptr(), q.data_ptr(), diff.data_ptr(), p.data_ptr(), mu.data_ptr(),
+    )  # fmt: skip
+    square = (n, n)
+    scale_t = torch.tensor(scale, dtype=torch.float64)
+    return result, new_u, v, q.view(square), diff.view(square), p.view(square), mu, scale_t
+
+
+def _small_backward(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    result: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    q: torch.Tensor,
+    diff: torch.Tensor,
+    p: torch.Tensor,
+    mu: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """`_SpectralBjorckGram.backward`'s weight gradient, by `_spectral.spectral_backward`."""
+    g, w = grad.contiguous(), weight.detach().contiguous()
+    d_weight = torch.empty_like(g)
+    _spectral.spectral_backward(
+        g.data_ptr(), g.dtype == torch.float64, w.data_ptr(), w.dtype == torch.float64,
+        *w.shape, u.data_ptr(), u.dtype == torch.float64, v.data_ptr(), q.data_ptr(),
+        diff.data_ptr(), p.data_ptr(), mu.data_ptr(), float(scale), d_weight.data_ptr(),
+    )  # fmt: skip
+    return d_weight

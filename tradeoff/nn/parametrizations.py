@@ -134,6 +134,8 @@ class SpectralBjorck(CachedParametrization):
                 self.u.copy_(u)
         kernel = w.reshape(weight.shape)
         coef = self.coef
+        if self.conv_geometry is None and float(coef) == 1.0:
+            return kernel  # a dense layer: no coefficient to apply
         if self.conv_geometry is not None:
             norm = self._operator_norm_if_binding(kernel.detach(), float(coef))
             if norm is not None:
