@@ -59,7 +59,7 @@ _SYEVD = _find_syevd()
 # on a training step's cold caches, the ~25 torch operations of the general path cost more
 # than the arithmetic below these sizes (measured on 2 CPU threads, see `tradeoff-bench`).
 SMALL_MAX_SIDE = 32
-SMALL_MAX_SIZE = 8192
+SMALL_MAX_SIZE = 16384
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ class CachedParametrization(nn.Module):
         raise NotImplementedError
 
     def _state_key(self, weight: torch.Tensor) -> tuple:
-        buffers = tuple((b.data_ptr(), b._version) for b in self.buffers())
+        buffers = tuple((b.data_ptr(), b._version) for b in self.buffers(recurse=False))
         return (weight.data_ptr(), weight._version, weight.dtype, weight.device, buffers)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
