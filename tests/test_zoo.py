@@ -11,7 +11,7 @@ from torch import nn
 from tradeoff import nn as lnn
 from tradeoff import zoo
 from tradeoff.certificates import lipschitz_bound
-from tradeoff.nn.parametrizations import CachedParametrization, SpectralBjorck
+from tradeoff.nn.parametrizations import SpectralBjorck
 
 
 def test_available_lists_the_required_models():
@@ -174,7 +174,7 @@ def test_aol_side_option_and_pickled_models_keep_the_side_they_were_built_with()
 def test_training_forward_computes_the_weights_first_with_the_same_result(layer):
     """LipNet computes every constrained weight before the layers run (after a first call,
     which fixes the convolutions' input sizes): outputs, gradients and power vectors are the
-    ones of the layer-by-layer forward, bit for bit."""
+    ones of the layer-by-layer forward, bit for bit, and each weight is computed once."""
     import copy
 
     torch.manual_seed(0)
@@ -182,15 +182,35 @@ def test_training_forward_computes_the_weights_first_with_the_same_result(layer)
     second = copy.deepcopy(first)
     x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (first, second)]
-    prefetch = CachedParametrization.prefetch
+    computed, before_first_layer = [], []
+    compute = type(first[0].parametrizations.weight[0]).compute
+    first[0].register_forward_pre_hook(lambda *_: before_first_layer.append(len(computed)))
     with mock.patch.object(
-        CachedParametrization, "prefetch", autospec=True, side_effect=prefetch
-    ) as spy:
+        type(first[0].parametrizations.weight[0]),
+        "compute",
+        autospec=True,
+        side_effect=lambda self, w: computed.append(self) or compute(self, w),
+    ):
         _train_side_by_side(first, second, opts, x, y)
-    assert spy.call_count == 2 * 4  # the two calls after the first, four layers each
-    assert first._warm
+    # first model: 4 weights per step; the second (layer by layer) adds 4 per step too
+    assert len(computed) == 3 * 8
+    assert before_first_layer == [0, 8 + 4, 2 * 8 + 4]  # steps 2 and 3: all four first
+    assert first._warm and "_weights_cached" not in first.__dict__
     convs = [m for m in first if isinstance(m, lnn.LipschitzConv2d)]
     assert all(getattr(c, "input_size", (28, 28)) is not None for c in convs)
+
+
+def test_a_failing_training_forward_releases_the_weight_cache():
+    """parametrize.cached() is closed also when the forward raises, so later accesses to the
+    weights recompute them."""
+    from torch.nn.utils import parametrize
+
+    model = zoo.create("seed_conv", input_shape=(1, 28, 28), num_classes=10)
+    model(torch.randn(2, 1, 28, 28))
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 3, 28, 28))  # wrong channel count
+    assert not parametrize._cache_enabled
+    assert "_weights_cached" not in model.__dict__
 
 
 def _train_side_by_side(first, second, opts, x, y) -> None:

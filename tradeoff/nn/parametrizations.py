@@ -16,22 +16,17 @@ from torch import nn
 
 from .bjorck import spectral_bjorck
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm
-from .tracing import traced
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
 
 class CachedParametrization(nn.Module):
-    """Base class: subclasses implement `compute(weight)`; eval mode caches its result.
-
-    In training mode the weight is computed at every forward, or once ahead by `prefetch`.
-    """
+    """Base class: subclasses implement `compute(weight)`; eval mode caches its result."""
 
     def __init__(self) -> None:
         super().__init__()
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
-        self._prefetched: tuple[tuple, torch.Tensor] | None = None
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -43,9 +38,6 @@ class CachedParametrization(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training:
             self._cache = None
-            prefetched, self._prefetched = self._prefetched, None
-            if prefetched is not None and prefetched[0] == self._state_key(weight):
-                return prefetched[1]
             return self.compute(weight)
         key = self._state_key(weight)
         if self._cache is None or self._cache_key != key:
@@ -54,18 +46,8 @@ class CachedParametrization(nn.Module):
             self._cache_key = key
         return self._cache
 
-    def prefetch(self, weight: torch.Tensor) -> None:
-        """Compute the training-mode weight now; the next forward returns it if nothing (the
-        parameter, a buffer) has changed since. Used to compute all the weights of a model
-        back to back; a no-op in eval mode (cached anyway) and on traced tensors."""
-        if not self.training or traced(weight):
-            return
-        out = self.compute(weight)
-        self._prefetched = (self._state_key(weight), out)
-
     def train(self, mode: bool = True) -> CachedParametrization:
         self._cache = None
-        self._prefetched = None
         return super().train(mode)
 
 
