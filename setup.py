@@ -1,8 +1,8 @@
 """Builds tradeoff's optional C kernels; all other metadata is in pyproject.toml.
 
 - `tradeoff.nn._pairsort`: fused GroupSort2 (`tradeoff.nn.activations.FUSED_GROUPSORT`);
-- `tradeoff.nn._spectral`: the spectral layers' scalar recursions
-  (`tradeoff.nn.bjorck.FUSED_SCALARS`).
+- `tradeoff.nn._spectral`: the spectral layers' small dense loops (scalar recursions, whole
+  map of small weights, the convolution cap's block bounds; `tradeoff.nn.bjorck.FUSED_SCALARS`).
 
 They are accelerators, not requirements: without a C compiler, Python headers or OpenMP the
 install goes on, and the layers run on torch and NumPy with the same results.
@@ -24,7 +24,7 @@ OPENMP_EXTENSIONS = {"tradeoff.nn._pairsort"}
 
 FALLBACKS = {
     "tradeoff.nn._pairsort": "GroupSort2 will run on torch ops (same results, slower)",
-    "tradeoff.nn._spectral": "spectral layers will run their scalar loops in NumPy (slower)",
+    "tradeoff.nn._spectral": "spectral layers will run on torch ops and NumPy (slower)",
 }
 
 

@@ -1,4 +1,5 @@
-/* Scalar recursions of the spectral layers, on the eigenvalues of a weight's Gram matrix.
+/* Small dense loops of the spectral layers: the scalar recursions on the eigenvalues of a
+ * weight's Gram matrix, the whole map of small weights, and the convolution cap's block bounds.
  *
  * `SpectralBjorck` computes deel-lip's power iteration and Björck iterations from one
  * eigendecomposition (tradeoff/nn/bjorck.py explains the algebra). What is left after it is a
@@ -432,6 +433,89 @@ static PyObject *py_small_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- Frequency-block Frobenius norms of a convolution (operator_norm.frequency_block_frobenius) */
+
+/* From the taps' Gram matrix (T x T, T = kh kw, float64): the autocorrelation R summed over
+ * channels, its Fourier transform P = Ch R Cw^T - Sh R Sw^T on the (n_h x n_w) grid (cosine and
+ * sine tables of the shifts), folded over the stride's aliases, and out = sqrt(max(P, 0) +
+ * margin) for the (n_h / sh) x (n_w / sw / 2 + 1) blocks, margin = 1e-12 sum|gram| sh sw. */
+static int block_frobenius(const double *restrict gram, int kh, int kw, Py_ssize_t n_h,
+                           Py_ssize_t n_w, int sh, int sw, double *restrict out) {
+    int rh = 2 * kh - 1, rw = 2 * kw - 1, t = kh * kw;
+    Py_ssize_t m_h = n_h / sh, m_w = n_w / sw, half = m_w / 2 + 1;
+    Py_ssize_t cols = sw > 1 ? n_w : n_w / 2 + 1;
+    size_t size = (size_t)(rh * rw + 2 * n_h * rh + 2 * cols * rw + 2 * n_h * rw + n_h * cols);
+    double *buf = calloc(size, sizeof(double));
+    if (buf == NULL) return -1;
+    double *r = buf, *ch = r + rh * rw, *sn_h = ch + n_h * rh, *cw = sn_h + n_h * rh;
+    double *sn_w = cw + cols * rw, *a1 = sn_w + cols * rw, *a2 = a1 + n_h * rw;
+    double *power = a2 + n_h * rw;
+    double total = 0.0;
+    for (int t1 = 0; t1 < t; t1++)
+        for (int t2 = 0; t2 < t; t2++) {
+            double g = gram[t1 * t + t2];
+            int da = t2 / kw - t1 / kw + kh - 1, db = t2 % kw - t1 % kw + kw - 1;
+            r[da * rw + db] += g;
+            total += fabs(g);
+        }
+    const double two_pi = 6.283185307179586;
+    for (Py_ssize_t nu = 0; nu < n_h; nu++)
+        for (int a = 0; a < rh; a++) {
+            /* nu * shift mod n keeps the angle small, so the tables are accurate to rounding */
+            Py_ssize_t k = ((nu * (a - kh + 1)) % n_h + n_h) % n_h;
+            ch[nu * rh + a] = cos(two_pi * (double)k / (double)n_h);
+            sn_h[nu * rh + a] = sin(two_pi * (double)k / (double)n_h);
+        }
+    for (Py_ssize_t nu = 0; nu < cols; nu++)
+        for (int b = 0; b < rw; b++) {
+            Py_ssize_t k = ((nu * (b - kw + 1)) % n_w + n_w) % n_w;
+            cw[nu * rw + b] = cos(two_pi * (double)k / (double)n_w);
+            sn_w[nu * rw + b] = sin(two_pi * (double)k / (double)n_w);
+        }
+    for (Py_ssize_t i = 0; i < n_h; i++)
+        for (int b = 0; b < rw; b++) {
+            double x1 = 0.0, x2 = 0.0;
+            for (int a = 0; a < rh; a++) {
+                x1 += ch[i * rh + a] * r[a * rw + b];
+                x2 += sn_h[i * rh + a] * r[a * rw + b];
+            }
+            a1[i * rw + b] = x1;
+            a2[i * rw + b] = x2;
+        }
+    for (Py_ssize_t i = 0; i < n_h; i++)
+        for (Py_ssize_t j = 0; j < cols; j++) {
+            double x = 0.0;
+            for (int b = 0; b < rw; b++)
+                x += a1[i * rw + b] * cw[j * rw + b] - a2[i * rw + b] * sn_w[j * rw + b];
+            power[i * cols + j] = x;
+        }
+    double margin = 1e-12 * total * sh * sw;
+    for (Py_ssize_t i = 0; i < m_h; i++)
+        for (Py_ssize_t j = 0; j < half; j++) {
+            double x = 0.0;
+            for (int s1 = 0; s1 < sh; s1++)
+                for (int s2 = 0; s2 < sw; s2++) x += power[(s1 * m_h + i) * cols + s2 * m_w + j];
+            out[i * half + j] = sqrt((x > 0.0 ? x : 0.0) + margin);
+        }
+    free(buf);
+    return 0;
+}
+
+static PyObject *py_block_frobenius(PyObject *self, PyObject *args) {
+    unsigned long long gram, out;
+    int kh, kw, sh, sw;
+    Py_ssize_t n_h, n_w;
+    if (!PyArg_ParseTuple(args, "KiinniiK", &gram, &kh, &kw, &n_h, &n_w, &sh, &sw, &out))
+        return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = block_frobenius((const double *)(uintptr_t)gram, kh, kw, n_h, n_w, sh, sw,
+                             (double *)(uintptr_t)out);
+    Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"bjorck_multipliers", py_bjorck_multipliers, METH_VARARGS,
      "bjorck_multipliers(lam, n, eps, beta, max_iter, a, diff): data pointers of contiguous "
@@ -442,6 +526,9 @@ static PyMethodDef methods[] = {
     {"spectral_backward", py_small_backward, METH_VARARGS,
      "spectral_backward(grad, g_double, w, w_double, rows, cols, u, u_double, v, q, diff, p, "
      "mu, scale, d_weight): the weight's gradient, in grad's dtype."},
+    {"block_frobenius", py_block_frobenius, METH_VARARGS,
+     "block_frobenius(gram, kh, kw, n_h, n_w, sh, sw, out): Frobenius bounds of a "
+     "convolution's frequency blocks from its taps' Gram matrix (float64 pointers)."},
     {"spectral_scalars", py_spectral_scalars, METH_VARARGS,
      "spectral_scalars(lam, proj, n, transposed, uu, eps_spectral, eps_bjorck, beta, "
      "max_power, max_bjorck, out) -> sigma + eps_spectral; fills out (5n + n^2 float64)."},

@@ -15,6 +15,13 @@ import math
 
 import torch
 
+from .tracing import traced
+
+try:
+    from . import _spectral  # C loops built by setup.py (see _spectral.c)
+except ImportError:
+    _spectral = None
+
 __all__ = [
     "REL_SLACK",
     "TrackedConvNorm",
@@ -171,6 +178,10 @@ def frequency_block_frobenius(
     m_w = n_w // sw
     taps = w.reshape(out_c * in_c, kh * kw)
     gram = taps.t() @ taps
+    if _spectral is not None and gram.device.type == "cpu" and not traced(gram):
+        out = gram.new_empty(n_h // sh, m_w // 2 + 1)
+        _spectral.block_frobenius(gram.data_ptr(), kh, kw, n_h, n_w, sh, sw, out.data_ptr())
+        return out.reshape(-1)  # the same sums as below, in C loops (`_spectral.c`)
     scatter, cos_h, sin_h, cos_w, sin_w = _fourier_tables(kh, kw, n_h, n_w, sw, w.device)
     # Autocorrelation R(s) = Σ_c Σ_p K_c(p)·K_c(p + s): Gram entry (t1, t2) adds to the shift
     # pos(t2) − pos(t1); R is real and even, so its transform is C R Cᵀ − S R Sᵀ.
