@@ -427,7 +427,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
             return (None,) * 7
         if _small_path(ctx.saved_tensors[0], ctx.saved_tensors[2], grad):
             return (_small_backward(grad, *ctx.saved_tensors), *(None,) * 6)
-        weight, result, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
+        weight, _, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         dtype = grad.dtype
         short, g = (weight.t(), grad.t()) if transposed else (weight, grad)
         dp = (g @ short.t()).double() / scale
@@ -435,8 +435,8 @@ class _SpectralBjorckGram(torch.autograd.Function):
         d_gram = q @ inner @ q.t()
         # dS'/(σ+eps) = p·g/(σ+eps) + 2·dG·S/(σ+eps)²
         d_short = torch.addmm((2 * d_gram / scale**2).to(dtype) @ short, (p / scale).to(dtype), g)
-        dot = float(torch.dot(grad.reshape(-1), result.reshape(-1)))
-        dot += 2 * float((mu * inner.diagonal()).sum())
+        # ⟨g, result⟩ = ⟨p, dp⟩: an n×n sum instead of one over the whole weight
+        dot = float((p * dp).sum() + 2 * (mu * inner.diagonal()).sum())
         d_weight = d_short.t() if transposed else d_short
         d_weight = torch.addr(d_weight, u.to(dtype), v.to(dtype), alpha=-dot / scale)
         return d_weight, None, None, None, None, None, None

@@ -121,7 +121,7 @@ class SpectralBjorck(CachedParametrization):
         if self.conv_geometry is not None:
             norm = self._operator_norm_if_binding(kernel.detach(), float(coef))
             if norm is not None:
-                coef = coef.new_tensor(1.0 / norm)
+                return kernel * (1.0 / norm)
         return kernel * coef
 
     @torch.no_grad()
