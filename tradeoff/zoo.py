@@ -14,9 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
-import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from . import nn as lnn
 
@@ -51,9 +49,6 @@ class LipNet(nn.Sequential):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
         self.spec: tuple[str, dict[str, object]] | None = None
-        self._warm = False  # set after a first complete forward: input sizes are known
-        self.register_forward_pre_hook(_cache_weights)
-        self.register_forward_hook(_release_weights, always_call=True)
 
     def __reduce__(self):
         if self.spec is None:
@@ -62,50 +57,6 @@ class LipNet(nn.Sequential):
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         args = (name, self.input_shape, self.num_classes, opts, state, self.training)
         return (_rebuild, (*args, RECIPE_VERSION))
-
-
-def _cache_weights(model: LipNet, args: tuple) -> None:
-    """In training, compute every constrained weight back to back before the layers run.
-
-    Computed together, before the activations evict the caches, the weights of a `seed_conv`
-    step take about a quarter less time than layer by layer; `parametrize.cached()` then hands
-    each layer its weight for this forward (`_release_weights` closes it, also when the
-    forward raises). Skipped on the first call, where layers such as `SpectralConv2d` learn
-    their input size, and under torch.compile.
-    """
-    if not (model._warm and model.training and torch.is_grad_enabled()):
-        return
-    if torch.compiler.is_compiling():
-        return
-    context = parametrize.cached()
-    context.__enter__()
-    model.__dict__["_weights_cached"] = context
-    try:
-        for module, name in _parametrized_tensors(model):
-            getattr(module, name)
-    except BaseException:
-        _release_weights(model, args, None)
-        raise
-
-
-def _release_weights(model: LipNet, args: tuple, output: object) -> None:
-    context = model.__dict__.pop("_weights_cached", None)
-    if context is not None:
-        context.__exit__(None, None, None)
-    if output is not None:
-        model._warm = True  # a complete forward: every layer knows its input size
-
-
-def _parametrized_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, tensor name) of every parametrized tensor, in module order."""
-    found, queue = [], [model]
-    for module in queue:  # breadth first; grows while it runs
-        for name, child in module.named_children():
-            if name == "parametrizations" and parametrize.is_parametrized(module):
-                found.extend((module, tensor) for tensor in child)
-            else:
-                queue.append(child)
-    return found
 
 
 def _rebuild(
