@@ -102,7 +102,8 @@ def test_quick_run_writes_every_row(quick_run):
 def test_quick_run_describes_machine_settings_and_targets(quick_run):
     doc, _ = quick_run
     machine = doc["machine"]
-    keys = ("cpu", "cores", "torch_threads", "torch", "deel_torchlip", "groupsort2", "device")
+    keys = ("cpu", "cores", "torch_threads", "torch", "deel_torchlip", "groupsort2", "spectral")
+    keys += ("device",)
     for key in (*keys, "allocator"):
         assert machine[key] not in (None, "")
     assert machine["torch_threads"] == 1 and machine["torch"] == torch.__version__

@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         + (f" | GPU {machine['gpu']}" if "gpu" in machine else "")
     )
     print(f"deel-torchlip: {machine['deel_torchlip']} | GroupSort2: {machine['groupsort2']}")
+    print(f"spectral layers: {machine['spectral']}")
     load, end = machine["load_average"], machine.get("load_average_end")
     if load and end:
         print(

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..nn.activations import groupsort2_implementation
+from ..nn.bjorck import spectral_implementation
 from .timing import Stats
 
 __all__ = ["Row", "check_targets", "format_table", "machine_info", "write_json"]
@@ -69,6 +70,7 @@ def machine_info(device: torch.device, torchlip: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "deel_torchlip": torchlip,
         "groupsort2": groupsort2_implementation(),
+        "spectral": spectral_implementation(),
         "device": str(device),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

@@ -34,7 +34,13 @@ try:
 except ImportError:  # no compiler at install time: the NumPy loops below
     _spectral = None
 
-__all__ = ["FUSED_SCALARS", "bjorck_orthonormalize", "power_iteration", "spectral_bjorck"]
+__all__ = [
+    "FUSED_SCALARS",
+    "bjorck_orthonormalize",
+    "power_iteration",
+    "spectral_bjorck",
+    "spectral_implementation",
+]
 
 # Whether the eigenvalue forms run their scalar recursions in C (else in NumPy).
 FUSED_SCALARS: bool = _spectral is not None
@@ -55,11 +61,21 @@ def _find_syevd() -> int:
 
 
 _SYEVD = _find_syevd()
+
 # Largest weights that take the whole map in C (`_spectral.c`: float64 loops, torch's LAPACK):
 # on a training step's cold caches, the ~25 torch operations of the general path cost more
 # than the arithmetic below these sizes (measured on 2 CPU threads, see `tradeoff-bench`).
 SMALL_MAX_SIDE = 32
 SMALL_MAX_SIZE = 16384
+
+
+def spectral_implementation() -> str:
+    """What the spectral layers' eigenvalue forms run on here, in words (the bench prints it)."""
+    if _spectral is None:
+        return "torch ops + NumPy loops (the C kernel is not built; see setup.py)"
+    if not _SYEVD:
+        return "torch ops + C loops (no LAPACK found in torch's library for small weights)"
+    return f"C for weights with a side <= {SMALL_MAX_SIDE}, torch ops + C loops above"
 
 
 @torch.no_grad()
