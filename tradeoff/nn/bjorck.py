@@ -479,7 +479,7 @@ def _small_path(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None
     """Whether `_SpectralBjorckGram` runs on the C loops of `_spectral.c` (small CPU weights)."""
     return (
         _SYEVD != 0
-        and min(weight.shape) <= SMALL_MAX_SIDE
+        and 1 <= min(weight.shape) <= SMALL_MAX_SIDE
         and weight.numel() <= SMALL_MAX_SIZE
         and weight.dtype in _FLOATS
         and u.dtype in _FLOATS
