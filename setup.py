@@ -2,7 +2,8 @@
 
 - `tradeoff.nn._pairsort`: fused GroupSort2 (`tradeoff.nn.activations.FUSED_GROUPSORT`);
 - `tradeoff.nn._spectral`: the spectral layers' small dense loops (scalar recursions, whole
-  map of small weights, the convolution cap's block bounds; `tradeoff.nn.bjorck.FUSED_SCALARS`).
+  map of small weights, the convolution cap's block bounds;
+  `tradeoff.nn.bjorck.spectral_implementation()`).
 
 They are accelerators, not requirements: without a C compiler, Python headers or OpenMP the
 install goes on, and the layers run on torch and NumPy with the same results.

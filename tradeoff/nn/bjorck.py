@@ -35,15 +35,11 @@ except ImportError:  # no compiler at install time: the NumPy loops below
     _spectral = None
 
 __all__ = [
-    "FUSED_SCALARS",
     "bjorck_orthonormalize",
     "power_iteration",
     "spectral_bjorck",
     "spectral_implementation",
 ]
-
-# Whether the eigenvalue forms run their scalar recursions in C (else in NumPy).
-FUSED_SCALARS: bool = _spectral is not None
 
 
 def _find_syevd() -> int:
@@ -253,15 +249,7 @@ def _multipliers(lam: torch.Tensor, eps: float, beta: float, max_iter: int) -> t
 
 
 def _spectral_scalars(
-    lam: torch.Tensor,
-    proj: torch.Tensor,
-    transposed: bool,
-    uu: float,
-    eps_spectral: float,
-    eps_bjorck: float,
-    beta: float,
-    max_power_iter: int,
-    max_bjorck_iter: int,
+    lam: torch.Tensor, proj: torch.Tensor, transposed: bool, uu: float, settings: tuple
 ) -> tuple:
     """The scalar part of `_SpectralBjorckGram.forward`, in C when built, else in NumPy.
 
@@ -269,26 +257,25 @@ def _spectral_scalars(
     by s when `transposed`), with uu = u₀·u₀: (σ + eps, the new u's coordinates (divided by s
     when transposed), the previous power iterate, v's coordinates, μ = λ/(σ + eps)², Björck's
     multipliers a and their divided differences), all float64 tensors but the first.
+    `settings` = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter).
     """
     n = lam.shape[0]
-    args = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
     if _spectral is not None:
         out = lam.new_empty(5 * n + n * n)
         lam, proj = lam.contiguous(), proj.contiguous()
         scale = _spectral.spectral_scalars(
-            lam.data_ptr(), proj.data_ptr(), n, transposed, uu, *args, out.data_ptr()
+            lam.data_ptr(), proj.data_ptr(), n, transposed, uu, *settings, out.data_ptr()
         )
         *vectors, diff = out.split([n] * 5 + [n * n])
         return (scale, *vectors, diff.view(n, n))
-    scale, *arrays = _scalars_numpy(lam.numpy(), proj.numpy(), transposed, uu, args)
+    scale, *arrays = _scalars_numpy(lam.numpy(), proj.numpy(), transposed, uu, settings)
     return (scale, *(torch.from_numpy(x) for x in arrays))
 
 
 def _scalars_numpy(
     lam: np.ndarray, proj: np.ndarray, transposed: bool, uu: float, settings: tuple
 ) -> tuple:
-    """`_spectral_scalars` in NumPy (the reference the C loops of _spectral.c follow);
-    `settings` = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)."""
+    """`_spectral_scalars` in NumPy (the reference the C loops of _spectral.c follow)."""
     eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter = settings
     s = np.sqrt(lam)
     coords = np.divide(proj, s, out=np.zeros_like(proj), where=s > 0) if transposed else proj
@@ -393,15 +380,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
         # u₀ in the eigenbasis; when transposed, U = W·V/s and the division by s is done below
         proj = q.t() @ (short @ u64) if transposed else q.t() @ u64
         scale, u_coords, prev, v_coords, mu, a, diff = _spectral_scalars(
-            lam,
-            proj,
-            transposed,
-            float(u64.dot(u64)),
-            eps_spectral,
-            eps_bjorck,
-            beta,
-            max_power_iter,
-            max_bjorck_iter,
+            lam, proj, transposed, float(u64.dot(u64)), settings
         )
         if transposed:
             new_u = short.t() @ (q @ u_coords)
@@ -441,8 +420,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor | None, *_: torch.Tensor | None) -> tuple:
         if grad is None:
             return (None,) * 7
-        if _small_path(ctx.saved_tensors[0], ctx.saved_tensors[2], grad):
-            return (_small_backward(grad, *ctx.saved_tensors), *(None,) * 6)
+        saved = ctx.saved_tensors
+        if _small_path(saved[0], saved[2], grad):
+            return (_small_backward(grad, *saved), *(None,) * 6)
         weight, _, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         dtype = grad.dtype
         short, g = (weight.t(), grad.t()) if transposed else (weight, grad)
