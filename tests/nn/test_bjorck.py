@@ -1,7 +1,8 @@
 """Björck orthonormalization: the fast (spectral) form computes deel-lip's iterations.
 
-Every test runs three ways: small weights wholly in C (`_spectral.c`, with torch's LAPACK),
-torch products with the scalar loops in C, and torch products with the loops in NumPy.
+Every test runs three ways (the `spectral_implementation` fixture of conftest.py): small
+weights wholly in C (`_spectral.c`, with torch's LAPACK), torch products with the scalar loops
+in C, and torch products with the loops in NumPy.
 """
 
 from __future__ import annotations
@@ -9,20 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tradeoff.nn import SpectralLinear, bjorck, bjorck_orthonormalize, spectral_bjorck
+from tradeoff.nn import SpectralLinear, bjorck_orthonormalize, spectral_bjorck
 
-
-@pytest.fixture(autouse=True, params=["C", "C scalars", "NumPy"])
-def implementation(request, monkeypatch):
-    if request.param == "C" and not bjorck._SYEVD:
-        pytest.skip("no C kernel tradeoff.nn._spectral, or no LAPACK in torch's CPU library")
-    if request.param == "C scalars" and bjorck._spectral is None:
-        pytest.skip("the C kernel tradeoff.nn._spectral is not built")
-    if request.param != "C":
-        monkeypatch.setattr(bjorck, "_SYEVD", 0)
-    if request.param == "NumPy":
-        monkeypatch.setattr(bjorck, "_spectral", None)
-    return request.param
+pytestmark = pytest.mark.usefixtures("spectral_implementation")
 
 
 def reference_bjorck(w: torch.Tensor, eps: float = 1e-3, beta: float = 0.5, max_iter: int = 15):

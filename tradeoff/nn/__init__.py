@@ -2,7 +2,12 @@
 pooling and residual blocks, each with an exact or sound Lipschitz bound."""
 
 from .activations import Abs, FullSort, GroupSort, GroupSort2, Householder, MaxMin
-from .bjorck import bjorck_orthonormalize, power_iteration, spectral_bjorck
+from .bjorck import (
+    bjorck_orthonormalize,
+    power_iteration,
+    spectral_bjorck,
+    spectral_bjorck_linear,
+)
 from .conv import AOLConv2d, LipschitzConv2d, SpectralConv2d
 from .linear import AOLLinear, SpectralLinear
 from .parametrizations import AOLRescale, SpectralBjorck
@@ -37,4 +42,5 @@ __all__ = [
     "bjorck_orthonormalize",
     "power_iteration",
     "spectral_bjorck",
+    "spectral_bjorck_linear",
 ]

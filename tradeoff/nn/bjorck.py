@@ -23,6 +23,7 @@ import ctypes
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "bjorck_orthonormalize",
     "power_iteration",
     "spectral_bjorck",
+    "spectral_bjorck_linear",
     "spectral_implementation",
 ]
 
@@ -298,6 +300,84 @@ def _spectral_derivative(q: torch.Tensor, diff: torch.Tensor, d: torch.Tensor) -
     return q @ (diff * (q.t() @ d @ q)) @ q.t()
 
 
+class _GramState(NamedTuple):
+    """What one eigendecomposition of the short side's Gram gives `_SpectralBjorckGram` (float64
+    tensors): S (the short side, n × m), p = Q diag(a) Qᵀ, Q, the divided differences, μ, σ + eps,
+    the new power vector u (u's dtype) and v."""
+
+    transposed: bool
+    short: torch.Tensor
+    p: torch.Tensor
+    q: torch.Tensor
+    diff: torch.Tensor
+    mu: torch.Tensor
+    scale: float
+    new_u: torch.Tensor
+    v: torch.Tensor
+
+
+def _gram_state(weight: torch.Tensor, u0: torch.Tensor, settings: tuple) -> _GramState:
+    """The forward of `_SpectralBjorckGram` up to its last product (see its docstring)."""
+    transposed = weight.shape[0] > weight.shape[1]
+    w64 = weight.detach().double()
+    short = w64.t() if transposed else w64
+    lam, q = _eigh(short @ short.t())
+    u64 = u0.detach().double()
+    # u₀ in the eigenbasis; when transposed, U = W·V/s and the division by s is done below
+    proj = q.t() @ (short @ u64) if transposed else q.t() @ u64
+    scale, u_coords, prev, v_coords, mu, a, diff = _spectral_scalars(
+        lam, proj, transposed, float(u64.dot(u64)), settings
+    )
+    if transposed:
+        new_u = short.t() @ (q @ u_coords)
+        v = q @ v_coords
+    else:
+        new_u = q @ u_coords
+        v = _unit(short.t() @ (q @ prev))
+    p = (q * a) @ q.t()
+    return _GramState(transposed, short, p, q, diff, mu, scale, new_u.to(u0.dtype), v)
+
+
+def _gram_backward(
+    dp: torch.Tensor,
+    q: torch.Tensor,
+    diff: torch.Tensor,
+    p: torch.Tensor,
+    mu: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, float]:
+    """The n × n part of `_SpectralBjorckGram.backward` from dp = g·Sᵀ/(σ+eps) (float64): the
+    Gram's gradient term 2·dG/(σ+eps)², which multiplies S, and ⟨dS', S'⟩ (the σ term)."""
+    inner = diff * (q.t() @ ((dp + dp.t()) / 2) @ q)
+    d_gram = q @ inner @ q.t()
+    # ⟨g, result⟩ = ⟨p, dp⟩: an n×n sum instead of one over the whole weight
+    dot = float((p * dp).sum() + 2 * (mu * inner.diagonal()).sum())
+    return d_gram * (2 / scale**2), dot
+
+
+def _result_tangent(
+    weight: torch.Tensor,
+    tangent: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    q: torch.Tensor,
+    diff: torch.Tensor,
+    p: torch.Tensor,
+    scale: float,
+    transposed: bool,
+) -> torch.Tensor:
+    """Forward-mode derivative of the constrained weight along `tangent` (in its dtype)."""
+    t64, w64 = tangent.double(), weight.double()
+    d_scale = float(u @ t64 @ v)
+    short, d = (w64.t(), t64.t()) if transposed else (w64, t64)
+    normed = short / scale
+    d_normed = d / scale - normed * (d_scale / scale)
+    cross = d_normed @ normed.t()
+    dp = _spectral_derivative(q, diff, cross + cross.t())
+    d_result = (dp @ normed + p @ d_normed).to(tangent.dtype)
+    return d_result.t() if transposed else d_result
+
+
 class _BjorckSpectrum(torch.autograd.Function):
     """G ↦ A = p(G) for the Björck polynomial p of `_bjorck_multipliers`, with its derivative.
 
@@ -372,33 +452,17 @@ class _SpectralBjorckGram(torch.autograd.Function):
         settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
         if _small_path(weight, u0):
             return _small_forward(weight.detach(), u0.detach(), settings)
-        transposed = weight.shape[0] > weight.shape[1]
-        w64 = weight.detach().double()
-        short = w64.t() if transposed else w64
-        lam, q = _eigh(short @ short.t())
-        u64 = u0.detach().double()
-        # u₀ in the eigenbasis; when transposed, U = W·V/s and the division by s is done below
-        proj = q.t() @ (short @ u64) if transposed else q.t() @ u64
-        scale, u_coords, prev, v_coords, mu, a, diff = _spectral_scalars(
-            lam, proj, transposed, float(u64.dot(u64)), settings
-        )
-        if transposed:
-            new_u = short.t() @ (q @ u_coords)
-            v = q @ v_coords
-        else:
-            new_u = q @ u_coords
-            v = _unit(short.t() @ (q @ prev))
-        p = (q * a) @ q.t()
-        result = ((p / scale) @ short).to(weight.dtype)
+        g = _gram_state(weight, u0, settings)
+        result = ((g.p / g.scale) @ g.short).to(weight.dtype)
         return (
-            result.t() if transposed else result,
-            new_u.to(u0.dtype),
-            v,
-            q,
-            diff,
-            p,
-            mu,
-            torch.tensor(scale, dtype=torch.float64),
+            result.t() if g.transposed else result,
+            g.new_u,
+            g.v,
+            g.q,
+            g.diff,
+            g.p,
+            g.mu,
+            torch.tensor(g.scale, dtype=torch.float64),
         )
 
     @staticmethod
@@ -426,13 +490,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
         weight, _, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         dtype = grad.dtype
         short, g = (weight.t(), grad.t()) if transposed else (weight, grad)
-        dp = (g @ short.t()).double() / scale
-        inner = diff * (q.t() @ ((dp + dp.t()) / 2) @ q)
-        d_gram = q @ inner @ q.t()
+        d_gram, dot = _gram_backward((g @ short.t()).double() / scale, q, diff, p, mu, scale)
         # dS'/(σ+eps) = p·g/(σ+eps) + 2·dG·S/(σ+eps)²
-        d_short = torch.addmm((2 * d_gram / scale**2).to(dtype) @ short, (p / scale).to(dtype), g)
-        # ⟨g, result⟩ = ⟨p, dp⟩: an n×n sum instead of one over the whole weight
-        dot = float((p * dp).sum() + 2 * (mu * inner.diagonal()).sum())
+        d_short = torch.addmm(d_gram.to(dtype) @ short, (p / scale).to(dtype), g)
         d_weight = d_short.t() if transposed else d_short
         d_weight = torch.addr(d_weight, u.to(dtype), v.to(dtype), alpha=-dot / scale)
         return d_weight, None, None, None, None, None, None
@@ -440,19 +500,133 @@ class _SpectralBjorckGram(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, tangent: torch.Tensor, *_: object) -> tuple:
         weight, _, u, v, q, diff, _, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
-        dtype = tangent.dtype
-        t64, w64 = tangent.double(), weight.double()
-        d_scale = float(u @ t64 @ v)
-        short, d = (w64.t(), t64.t()) if transposed else (w64, t64)
-        normed = short / scale
-        d_normed = d / scale - normed * (d_scale / scale)
-        cross = d_normed @ normed.t()
-        dp = _spectral_derivative(q, diff, cross + cross.t())
-        d_result = (dp @ normed + p @ d_normed).to(dtype)
-        return (d_result.t() if transposed else d_result, None, None, None, None, None, None)
+        d_result = _result_tangent(weight, tangent, u, v, q, diff, p, scale, transposed)
+        return d_result, None, None, None, None, None, None
 
 
 _FLOATS = (torch.float32, torch.float64)
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def factored_linear_applies(x: torch.Tensor, weight: torch.Tensor, u: torch.Tensor) -> bool:
+    """Whether `spectral_bjorck_linear` pays for the dense layer y = x·Wᵀ with `weight` W: on CPU,
+    for a short side within the eigenvalue forms' reach (and above the small C path's), when the
+    rows of `x` are fewer than the long side of W, so that mixing the n outputs (or inputs) by
+    an n × n matrix costs less than forming the constrained weight and its gradient; outside
+    torch.func transforms, torch.compile and autocast."""
+    return (
+        x.dtype == weight.dtype
+        and x.dtype in _FLOATS
+        and x.ndim >= 1
+        and x.numel() < x.shape[-1] * max(weight.shape)
+        and _gram_form_applies(weight)
+        and not _small_path(weight, u)
+        and not traced(x)
+        and not traced(u)
+        and not torch._C._are_functorch_transforms_active()
+        and not _autocast_on()
+    )
+
+
+def spectral_bjorck_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    u: torch.Tensor,
+    eps_spectral: float = 1e-3,
+    eps_bjorck: float = 1e-3,
+    beta: float = 0.5,
+    max_power_iter: int = 10,
+    max_bjorck_iter: int = 15,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """F.linear(x, spectral_bjorck(weight, u)[0], bias) and the updated u, for the training step
+    of a dense layer: the same map without forming the constrained weight (see
+    `_SpectralLinearGram`), where `factored_linear_applies`; else by forming it."""
+    settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
+    if not factored_linear_applies(x, weight, u):
+        w, new_u = spectral_bjorck(weight, u, *settings)
+        return torch.nn.functional.linear(x, w, bias), new_u
+    rows = x.reshape(-1, x.shape[-1])
+    y, new_u = _SpectralLinearGram.apply(rows, weight, bias, u, settings)
+    return y.view(*x.shape[:-1], y.shape[-1]), new_u
+
+
+class _SpectralLinearGram(torch.autograd.Function):
+    """y = x·Rᵀ + b for the constrained weight R = p·S/(σ+eps) of `_SpectralBjorckGram`, with
+    R never formed: as p is n × n and symmetric, y = (x·Wᵀ)·P + b when W is short-side first
+    (S = W), or y = (x·P)·Wᵀ + b when S = Wᵀ, with P = p/(σ+eps).
+
+    For a batch of B rows and a short side n ≪ long side m, this replaces the n²·m products that
+    form R, and the three that its backward takes, by B·n² ones and one n²·m product (2·dG·S):
+    the layer's own products (x·Wᵀ, and dy·W, dyᵀ·x for the gradients) are the unconstrained
+    layer's. Backward, with z the intermediate (x·Wᵀ or x·P): dp = dyᵀ·z/(σ+eps) (or xᵀ·dz), the
+    Gram's term and the σ term as `_SpectralBjorckGram.backward`. The mixing by P runs in x's
+    dtype: its rounding only perturbs a training step's output, while the weight that eval mode,
+    bounds and certificates use is still formed in float64.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, u0, settings):
+        g = _gram_state(weight, u0, settings)
+        factor = (g.p / g.scale).to(x.dtype)
+        if g.transposed:
+            z = x @ factor
+            y = torch.nn.functional.linear(z, weight, bias)
+        else:
+            z = x @ weight.t()
+            y = z @ factor if bias is None else torch.addmm(bias, z, factor)
+        ctx.save_for_backward(x, weight, z)
+        ctx.save_for_forward(x, weight, z)
+        ctx.state = (g.transposed, factor, g.q, g.diff, g.p, g.mu, g.scale, g.new_u, g.v)
+        ctx.has_bias = bias is not None
+        ctx.mark_non_differentiable(g.new_u)
+        ctx.set_materialize_grads(False)
+        return y, g.new_u
+
+    @staticmethod
+    def backward(ctx, dy, _):
+        if dy is None:
+            return None, None, None, None, None
+        x, weight, z = ctx.saved_tensors
+        transposed, factor, q, diff, p, mu, scale, u, v = ctx.state
+        dtype = dy.dtype
+        if transposed:
+            dz = dy @ weight
+            dx = dz @ factor if ctx.needs_input_grad[0] else None
+            d_gram, dot = _gram_backward((x.t() @ dz).double() / scale, q, diff, p, mu, scale)
+            d_weight = torch.addmm(weight @ d_gram.to(dtype), dy.t(), z)
+        else:
+            dz = dy @ factor
+            dx = dz @ weight if ctx.needs_input_grad[0] else None
+            d_gram, dot = _gram_backward((dy.t() @ z).double() / scale, q, diff, p, mu, scale)
+            d_weight = torch.addmm(d_gram.to(dtype) @ weight, dz.t(), x)
+        d_weight.addr_(u.to(dtype), v.to(dtype), alpha=-dot / scale)
+        d_bias = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, d_weight, d_bias, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, weight_t, bias_t, *_):
+        x, weight, _ = ctx.saved_tensors
+        transposed, factor, q, diff, p, _, scale, u, v = ctx.state
+        y_t = None
+        if x_t is not None:
+            w = factor @ (weight.t() if transposed else weight)
+            y_t = x_t @ (w if transposed else w.t())
+        if weight_t is not None:
+            d_result = _result_tangent(
+                weight, weight_t, u.double(), v, q, diff, p, scale, transposed
+            )
+            term = x @ d_result.t()
+            y_t = term if y_t is None else y_t + term
+        if bias_t is not None:
+            y_t = bias_t.expand(x.shape[0], -1) if y_t is None else y_t + bias_t
+        return y_t, None
 
 
 def _small_path(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None = None) -> bool:

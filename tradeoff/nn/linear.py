@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -41,6 +42,14 @@ class SpectralLinear(nn.Linear):
                 max_bjorck_iter=max_bjorck_iter,
             ),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A training step mixes the layer's outputs by the n × n Björck polynomial instead of
+        # forming the constrained weight (SpectralBjorck.linear); eval mode uses the cached one.
+        weights = self.parametrizations.weight
+        if self.training and len(weights) == 1 and not parametrize._cache_enabled:
+            return weights[0].linear(x, weights.original, self.bias)
+        return super().forward(x)
 
 
 class AOLLinear(nn.Linear):

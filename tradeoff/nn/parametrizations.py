@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bjorck import spectral_bjorck
+from .bjorck import spectral_bjorck, spectral_bjorck_linear
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
@@ -101,16 +101,18 @@ class SpectralBjorck(CachedParametrization):
         self._norm_ref: tuple[torch.Tensor, float] | None = None
         self._exact_norm: TrackedConvNorm | None = None
 
-    def compute(self, weight: torch.Tensor) -> torch.Tensor:
-        w, u = spectral_bjorck(
-            weight.reshape(weight.shape[0], -1),
-            self.u,
+    def settings(self) -> tuple[float, float, float, int, int]:
+        """(eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)."""
+        return (
             self.eps_spectral,
             self.eps_bjorck,
             self.beta,
             self.max_power_iter,
             self.max_bjorck_iter,
         )
+
+    def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        w, u = spectral_bjorck(weight.reshape(weight.shape[0], -1), self.u, *self.settings())
         if self.training:
             with torch.no_grad():
                 self.u.copy_(u)
@@ -123,6 +125,19 @@ class SpectralBjorck(CachedParametrization):
             if norm is not None:
                 return kernel * (1.0 / norm)
         return kernel * coef
+
+    def linear(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A training step's F.linear(x, self(weight), bias) for a dense weight, without forming
+        the constrained weight where that pays (`spectral_bjorck_linear`); updates u once, as
+        `compute` does."""
+        if self.conv_geometry is not None or weight.ndim != 2 or float(self.coef) != 1.0:
+            return F.linear(x, self(weight), bias)
+        y, u = spectral_bjorck_linear(x, weight, bias, self.u, *self.settings())
+        with torch.no_grad():
+            self.u.copy_(u)
+        return y
 
     @torch.no_grad()
     def _operator_norm_if_binding(self, kernel: torch.Tensor, coef: float) -> float | None:

@@ -1,0 +1,149 @@
+"""The training step of a `SpectralLinear` without its constrained weight (`_SpectralLinearGram`).
+
+Where the batch has fewer rows than the weight's long side, a training-mode `SpectralLinear`
+mixes its outputs (or inputs) by the n × n Björck polynomial instead of forming the weight.
+These tests hold that path to the formed-weight map, its gradients and forward derivatives, and
+check where it steps aside (eval mode, `parametrize.cached()`, large batches, autocast,
+torch.func). Every test runs three ways (conftest.py's `spectral_implementation`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+from tradeoff.nn import SpectralLinear, bjorck, spectral_bjorck, spectral_bjorck_linear
+
+pytestmark = pytest.mark.usefixtures("spectral_implementation")
+
+# (in, out, batch shape): narrowing (S = W) and widening (S = Wᵀ) layers, leading batch dims
+CASES = [(1568, 64, (256,)), (300, 40, (32,)), (40, 300, (32,)), (100, 64, (2, 3))]
+
+
+def _layer(fan_in: int, fan_out: int, dtype: torch.dtype, seed: int = 0) -> SpectralLinear:
+    torch.manual_seed(seed)
+    layer = SpectralLinear(fan_in, fan_out).to(dtype).train()
+    with torch.no_grad():  # away from the orthogonal init: a spread spectrum, a non-zero bias
+        w = layer.parametrizations.weight.original
+        w.mul_(torch.logspace(0, -2, w.shape[1], dtype=dtype))
+        layer.bias.normal_()
+    return layer
+
+
+def _formed(layer: SpectralLinear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same step through the formed weight: output and updated u."""
+    param = layer.parametrizations.weight[0]
+    w, u = spectral_bjorck(layer.parametrizations.weight.original, param.u, *param.settings())
+    return F.linear(x, w, layer.bias), u
+
+
+@pytest.mark.parametrize("fan_in, fan_out, batch", CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_training_step_equals_the_formed_weight_map(fan_in, fan_out, batch, dtype):
+    layer = _layer(fan_in, fan_out, dtype)
+    twin = copy.deepcopy(layer)
+    x = torch.randn(*batch, fan_in, dtype=dtype)
+    weight, u0 = layer.parametrizations.weight.original, layer.parametrizations.weight[0].u
+    assert bjorck.factored_linear_applies(x, weight, u0)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = layer(x1)
+    expected, expected_u = _formed(twin, x2)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected.backward(grad)
+    y, expected = y.detach(), expected.detach()
+    # float64 agrees to rounding; float32 mixes in float32: relative to each tensor's scale
+    bound = 1e-13 if dtype == torch.float64 else 2e-6
+
+    def close(a, b):
+        assert float((a - b).abs().max() / b.abs().max()) < bound
+
+    assert y.shape == (*batch, fan_out) and y.dtype == dtype
+    close(y, expected)
+    close(x1.grad, x2.grad)
+    close(weight.grad, twin.parametrizations.weight.original.grad)
+    close(layer.bias.grad, twin.bias.grad)
+    # u moved once, exactly as the formed path moves it
+    torch.testing.assert_close(layer.parametrizations.weight[0].u, expected_u, atol=0, rtol=0)
+
+
+def test_gradcheck_and_forward_derivatives():
+    gen = torch.Generator().manual_seed(4)
+    for shape in [(34, 50), (50, 34)]:
+        w = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(shape[0], generator=gen, dtype=torch.float64, requires_grad=True)
+        x = torch.randn(3, shape[1], generator=gen, dtype=torch.float64, requires_grad=True)
+        u = F.normalize(torch.randn(shape[0], generator=gen, dtype=torch.float64), dim=0)
+        assert bjorck.factored_linear_applies(x, w, u)
+
+        def f(x, w, b, u=u):
+            return spectral_bjorck_linear(x, w, b, u)[0]
+
+        assert torch.autograd.gradcheck(f, (x, w, b))
+        # forward mode (dual tensors) against torch.func.jvp of the formed map
+        tangents = [torch.randn_like(t) for t in (x, w, b)]
+        with torch.autograd.forward_ad.dual_level():
+            duals = [
+                torch.autograd.forward_ad.make_dual(t.detach(), d)
+                for t, d in zip((x, w, b), tangents, strict=True)
+            ]
+            jv = torch.autograd.forward_ad.unpack_dual(f(*duals)).tangent
+
+        def formed(x, w, b, u=u):
+            return F.linear(x, spectral_bjorck(w, u)[0], b)
+
+        primals = tuple(t.detach() for t in (x, w, b))
+        _, expected = torch.func.jvp(formed, primals, tuple(tangents))
+        torch.testing.assert_close(jv, expected, atol=1e-10, rtol=1e-8)
+
+
+def test_the_formed_weight_is_used_where_the_factored_step_does_not_pay_or_apply():
+    layer = _layer(300, 40, torch.float64)
+    weight, u = layer.parametrizations.weight.original, layer.parametrizations.weight[0].u
+    small = torch.randn(32, 300, dtype=torch.float64)
+    large = torch.randn(300, 300, dtype=torch.float64)  # as many rows as the long side
+    assert bjorck.factored_linear_applies(small, weight, u)
+    assert not bjorck.factored_linear_applies(large, weight, u)
+    assert not bjorck.factored_linear_applies(small.float(), weight, u)  # mixed dtypes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not bjorck.factored_linear_applies(small, weight, u)
+    # torch.func over the inputs takes the formed weight (the vmap rule is the autograd one)
+    vmapped = torch.func.vmap(copy.deepcopy(layer))(small[:4])
+    looped = torch.stack([copy.deepcopy(layer)(row) for row in small[:4]])
+    torch.testing.assert_close(vmapped, looped, atol=1e-12, rtol=0)
+    # a large batch, eval mode and parametrize.cached() all give F.linear with the formed weight
+    twin = copy.deepcopy(layer)
+    assert torch.equal(twin(large), _formed(copy.deepcopy(layer), large)[0])
+    twin = copy.deepcopy(layer).eval()
+    assert torch.equal(twin(small), F.linear(small, twin.weight, twin.bias))
+    twin = copy.deepcopy(layer)
+    with parametrize.cached():
+        assert torch.equal(twin(small), F.linear(small, twin.weight, twin.bias))
+
+
+def test_training_keeps_deel_lips_power_vector_across_steps():
+    """Steps through the factored path update u as the step-by-step iteration does."""
+    layer = _layer(300, 40, torch.float64, seed=1)
+    twin = copy.deepcopy(layer)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (layer, twin)]
+    x = torch.randn(32, 300, dtype=torch.float64)
+    for _ in range(4):
+        y = layer(x)
+        expected, u = _formed(twin, x)
+        with torch.no_grad():
+            twin.parametrizations.weight[0].u.copy_(u)
+        torch.testing.assert_close(y, expected, atol=1e-10, rtol=1e-10)
+        for out, opt in zip((y, expected), opts, strict=True):
+            opt.zero_grad()
+            out.square().sum().backward()
+            opt.step()
+    torch.testing.assert_close(
+        layer.parametrizations.weight.original,
+        twin.parametrizations.weight.original,
+        atol=1e-10,
+        rtol=1e-10,
+    )
