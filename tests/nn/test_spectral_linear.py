@@ -2,7 +2,8 @@
 
 Where the batch has fewer rows than the weight's long side, a training-mode `SpectralLinear`
 mixes its outputs (or inputs) by the n × n Björck polynomial instead of forming the weight.
-These tests hold that path to the formed-weight map, its gradients and forward derivatives, and
+These tests hold that path (both branches: mixing, and forming the weight when the Björck
+multipliers are large) to the formed-weight map, its gradients and forward derivatives, and
 check where it steps aside (eval mode, `parametrize.cached()`, large batches, autocast,
 torch.func). Every test runs three ways (conftest.py's `spectral_implementation`).
 """
@@ -41,9 +42,17 @@ def _formed(layer: SpectralLinear, x: torch.Tensor) -> tuple[torch.Tensor, torch
     return F.linear(x, w, layer.bias), u
 
 
+@pytest.fixture(params=["mixed", "formed"])
+def branch(request, monkeypatch):
+    """Force either branch of `_SpectralLinearGram`: mixing by P, or forming the weight."""
+    limit = float("inf") if request.param == "mixed" else 0.0
+    monkeypatch.setattr(bjorck, "FACTORED_MAX_MULTIPLIER", limit)
+    return request.param
+
+
 @pytest.mark.parametrize("fan_in, fan_out, batch", CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_training_step_equals_the_formed_weight_map(fan_in, fan_out, batch, dtype):
+def test_training_step_equals_the_formed_weight_map(fan_in, fan_out, batch, dtype, branch):
     layer = _layer(fan_in, fan_out, dtype)
     twin = copy.deepcopy(layer)
     x = torch.randn(*batch, fan_in, dtype=dtype)
@@ -63,6 +72,8 @@ def test_training_step_equals_the_formed_weight_map(fan_in, fan_out, batch, dtyp
         assert float((a - b).abs().max() / b.abs().max()) < bound
 
     assert y.shape == (*batch, fan_out) and y.dtype == dtype
+    if branch == "formed":
+        assert torch.equal(y, expected)  # the same weight, formed the same way
     close(y, expected)
     close(x1.grad, x2.grad)
     close(weight.grad, twin.parametrizations.weight.original.grad)
@@ -71,7 +82,37 @@ def test_training_step_equals_the_formed_weight_map(fan_in, fan_out, batch, dtyp
     torch.testing.assert_close(layer.parametrizations.weight[0].u, expected_u, atol=0, rtol=0)
 
 
-def test_gradcheck_and_forward_derivatives():
+def _conditioned(shape: tuple[int, int], decades: float, seed: int = 11) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    u, _, vh = torch.linalg.svd(torch.randn(shape, generator=gen), full_matrices=False)
+    return u @ torch.diag(torch.logspace(0, -decades, min(shape))) @ vh * 4
+
+
+@pytest.mark.parametrize("shape", [(64, 1568), (1568, 64)])
+def test_float32_steps_are_as_accurate_as_the_formed_weight(shape):
+    """Small singular values get Björck multipliers up to 1.5^15, which would amplify the
+    rounding of x·Wᵀ in the mixing: past FACTORED_MAX_MULTIPLIER the step forms the weight,
+    so that a float32 step stays within 2× the formed float32 map's distance to float64."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(256, shape[1], generator=gen)
+    u = F.normalize(torch.randn(shape[0], generator=gen), dim=0)
+
+    def error(out, reference):
+        return float((out.double() - reference).abs().max() / reference.abs().max())
+
+    for decades in (0.0, 0.5, 2.0, 5.0):
+        w = _conditioned(shape, decades)
+        reference = F.linear(x.double(), spectral_bjorck(w.double(), u.double())[0])
+        formed = error(F.linear(x, spectral_bjorck(w, u)[0]), reference)
+        assert error(spectral_bjorck_linear(x, w, None, u)[0], reference) <= 2 * formed
+        if decades == 5.0:  # mixing there anyway would be 10× off
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(bjorck, "FACTORED_MAX_MULTIPLIER", float("inf"))
+                mixed = spectral_bjorck_linear(x, w, None, u)[0]
+            assert error(mixed, reference) > 10 * formed
+
+
+def test_gradcheck_and_forward_derivatives(branch):
     gen = torch.Generator().manual_seed(4)
     for shape in [(34, 50), (50, 34)]:
         w = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)

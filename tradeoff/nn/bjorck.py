@@ -15,6 +15,11 @@ most `SMALL_MAX_SIDE` (the seed's 16×9 and 32×144 kernels and its 10×64 head)
 map, forward and backward, in those C loops, with the eigendecomposition from the LAPACK that
 torch's CPU library carries (MKL builds): there, two dozen torch operations on a training
 step's cold caches cost more than the arithmetic.
+
+A dense layer's training step need not form its weight at all (`spectral_bjorck_linear`): the
+constrained weight is an n × n matrix times the short side, so the layer's outputs (or inputs)
+are mixed by that n × n matrix after (before) the unconstrained product, which saves the long
+side's products wherever the batch has fewer rows than the long side.
 """
 
 from __future__ import annotations
@@ -303,7 +308,8 @@ def _spectral_derivative(q: torch.Tensor, diff: torch.Tensor, d: torch.Tensor) -
 class _GramState(NamedTuple):
     """What one eigendecomposition of the short side's Gram gives `_SpectralBjorckGram` (float64
     tensors): S (the short side, n × m), p = Q diag(a) Qᵀ, Q, the divided differences, μ, σ + eps,
-    the new power vector u (u's dtype) and v."""
+    the new power vector u (u's dtype), v, and the largest Björck multiplier (a singular value s
+    of S/(σ + eps) becomes s·a)."""
 
     transposed: bool
     short: torch.Tensor
@@ -314,6 +320,7 @@ class _GramState(NamedTuple):
     scale: float
     new_u: torch.Tensor
     v: torch.Tensor
+    a_max: float
 
 
 def _gram_state(weight: torch.Tensor, u0: torch.Tensor, settings: tuple) -> _GramState:
@@ -335,7 +342,8 @@ def _gram_state(weight: torch.Tensor, u0: torch.Tensor, settings: tuple) -> _Gra
         new_u = q @ u_coords
         v = _unit(short.t() @ (q @ prev))
     p = (q * a) @ q.t()
-    return _GramState(transposed, short, p, q, diff, mu, scale, new_u.to(u0.dtype), v)
+    state = (transposed, short, p, q, diff, mu, scale, new_u.to(u0.dtype), v, float(a.max()))
+    return _GramState(*state)
 
 
 def _gram_backward(
@@ -353,6 +361,29 @@ def _gram_backward(
     # ⟨g, result⟩ = ⟨p, dp⟩: an n×n sum instead of one over the whole weight
     dot = float((p * dp).sum() + 2 * (mu * inner.diagonal()).sum())
     return d_gram * (2 / scale**2), dot
+
+
+def _formed_weight_grad(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    transposed: bool,
+    q: torch.Tensor,
+    diff: torch.Tensor,
+    p: torch.Tensor,
+    mu: torch.Tensor,
+    scale: float,
+    u: torch.Tensor,
+    v: torch.Tensor,
+) -> torch.Tensor:
+    """The weight's gradient from `grad`, the gradient of the formed constrained weight (see
+    `_SpectralBjorckGram`), in grad's dtype."""
+    dtype = grad.dtype
+    short, g = (weight.t(), grad.t()) if transposed else (weight, grad)
+    d_gram, dot = _gram_backward((g @ short.t()).double() / scale, q, diff, p, mu, scale)
+    # dS'/(σ+eps) = p·g/(σ+eps) + 2·dG·S/(σ+eps)²
+    d_short = torch.addmm(d_gram.to(dtype) @ short, (p / scale).to(dtype), g)
+    d_weight = d_short.t() if transposed else d_short
+    return torch.addr(d_weight, u.to(dtype), v.to(dtype), alpha=-dot / scale)
 
 
 def _result_tangent(
@@ -488,13 +519,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
         if _small_path(saved[0], saved[2], grad):
             return (_small_backward(grad, *saved), *(None,) * 6)
         weight, _, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
-        dtype = grad.dtype
-        short, g = (weight.t(), grad.t()) if transposed else (weight, grad)
-        d_gram, dot = _gram_backward((g @ short.t()).double() / scale, q, diff, p, mu, scale)
-        # dS'/(σ+eps) = p·g/(σ+eps) + 2·dG·S/(σ+eps)²
-        d_short = torch.addmm(d_gram.to(dtype) @ short, (p / scale).to(dtype), g)
-        d_weight = d_short.t() if transposed else d_short
-        d_weight = torch.addr(d_weight, u.to(dtype), v.to(dtype), alpha=-dot / scale)
+        d_weight = _formed_weight_grad(grad, weight, transposed, q, diff, p, mu, scale, u, v)
         return d_weight, None, None, None, None, None, None
 
     @staticmethod
@@ -557,25 +582,39 @@ def spectral_bjorck_linear(
     return y.view(*x.shape[:-1], y.shape[-1]), new_u
 
 
+# Largest Björck multiplier at which `_SpectralLinearGram` mixes by P: float32 rounding of x·Wᵀ
+# is amplified by up to the largest multiplier, against none when the weight is formed.
+# Training keeps it near 1 (1.0-1.3 over two seed_table epochs); above, the weight is formed.
+FACTORED_MAX_MULTIPLIER = 4.0
+
+
 class _SpectralLinearGram(torch.autograd.Function):
     """y = x·Rᵀ + b for the constrained weight R = p·S/(σ+eps) of `_SpectralBjorckGram`, with
-    R never formed: as p is n × n and symmetric, y = (x·Wᵀ)·P + b when W is short-side first
+    R not formed: as p is n × n and symmetric, y = (x·Wᵀ)·P + b when W is short-side first
     (S = W), or y = (x·P)·Wᵀ + b when S = Wᵀ, with P = p/(σ+eps).
 
     For a batch of B rows and a short side n ≪ long side m, this replaces the n²·m products that
     form R, and the three that its backward takes, by B·n² ones and one n²·m product (2·dG·S):
     the layer's own products (x·Wᵀ, and dy·W, dyᵀ·x for the gradients) are the unconstrained
     layer's. Backward, with z the intermediate (x·Wᵀ or x·P): dp = dyᵀ·z/(σ+eps) (or xᵀ·dz), the
-    Gram's term and the σ term as `_SpectralBjorckGram.backward`. The mixing by P runs in x's
-    dtype: its rounding only perturbs a training step's output, while the weight that eval mode,
-    bounds and certificates use is still formed in float64.
+    Gram's term and the σ term as `_SpectralBjorckGram.backward`.
+
+    The mixing by P runs in x's dtype, so the rounding of z is amplified by up to the largest
+    Björck multiplier (those of small singular values grow to 1.5^15): above
+    `FACTORED_MAX_MULTIPLIER`, the step forms R in float64 as `_SpectralBjorckGram` does. The
+    weight that eval mode, bounds and certificates use is always formed in float64.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, u0, settings):
         g = _gram_state(weight, u0, settings)
         factor = (g.p / g.scale).to(x.dtype)
-        if g.transposed:
+        ctx.formed = g.a_max > FACTORED_MAX_MULTIPLIER
+        if ctx.formed:
+            z = ((g.p / g.scale) @ g.short).to(weight.dtype)  # z is R here, as formed
+            z = z.t() if g.transposed else z
+            y = torch.nn.functional.linear(x, z, bias)
+        elif g.transposed:
             z = x @ factor
             y = torch.nn.functional.linear(z, weight, bias)
         else:
@@ -596,28 +635,39 @@ class _SpectralLinearGram(torch.autograd.Function):
         x, weight, z = ctx.saved_tensors
         transposed, factor, q, diff, p, mu, scale, u, v = ctx.state
         dtype = dy.dtype
-        if transposed:
-            dz = dy @ weight
-            dx = dz @ factor if ctx.needs_input_grad[0] else None
-            d_gram, dot = _gram_backward((x.t() @ dz).double() / scale, q, diff, p, mu, scale)
-            d_weight = torch.addmm(weight @ d_gram.to(dtype), dy.t(), z)
+        if ctx.formed:
+            dx = dy @ z if ctx.needs_input_grad[0] else None
+            state = (q, diff, p, mu, scale, u.double(), v)
+            d_weight = _formed_weight_grad(dy.t() @ x, weight, transposed, *state)
         else:
-            dz = dy @ factor
-            dx = dz @ weight if ctx.needs_input_grad[0] else None
-            d_gram, dot = _gram_backward((dy.t() @ z).double() / scale, q, diff, p, mu, scale)
-            d_weight = torch.addmm(d_gram.to(dtype) @ weight, dz.t(), x)
-        d_weight.addr_(u.to(dtype), v.to(dtype), alpha=-dot / scale)
+            if transposed:
+                dz = dy @ weight
+                dx = dz @ factor if ctx.needs_input_grad[0] else None
+                dp = (x.t() @ dz).double() / scale
+            else:
+                dz = dy @ factor
+                dx = dz @ weight if ctx.needs_input_grad[0] else None
+                dp = (dy.t() @ z).double() / scale
+            d_gram, dot = _gram_backward(dp, q, diff, p, mu, scale)
+            if transposed:
+                d_weight = torch.addmm(weight @ d_gram.to(dtype), dy.t(), z)
+            else:
+                d_weight = torch.addmm(d_gram.to(dtype) @ weight, dz.t(), x)
+            d_weight.addr_(u.to(dtype), v.to(dtype), alpha=-dot / scale)
         d_bias = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, d_weight, d_bias, None, None
 
     @staticmethod
     def jvp(ctx, x_t, weight_t, bias_t, *_):
-        x, weight, _ = ctx.saved_tensors
+        x, weight, z = ctx.saved_tensors
         transposed, factor, q, diff, p, _, scale, u, v = ctx.state
         y_t = None
         if x_t is not None:
-            w = factor @ (weight.t() if transposed else weight)
-            y_t = x_t @ (w if transposed else w.t())
+            if ctx.formed:
+                y_t = x_t @ z.t()
+            else:
+                w = factor @ (weight.t() if transposed else weight)  # Rᵀ or R
+                y_t = x_t @ (w if transposed else w.t())
         if weight_t is not None:
             d_result = _result_tangent(
                 weight, weight_t, u.double(), v, q, diff, p, scale, transposed
