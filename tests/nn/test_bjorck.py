@@ -129,6 +129,12 @@ def test_fused_spectral_bjorck_is_deel_lips_map_with_its_derivatives(shape, max_
         (tangent,),
     )
     torch.testing.assert_close(jv, expected_jv, atol=1e-11, rtol=1e-9)
+    # dual tensors are not torch.func's: they take the eigenvalue forms and their jvp rules
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(w, tangent)
+        out = spectral_bjorck(dual, u, max_power_iter=max_power_iter)[0]
+        dual_jv = torch.autograd.forward_ad.unpack_dual(out).tangent
+    torch.testing.assert_close(dual_jv, expected_jv, atol=1e-11, rtol=1e-9)
 
 
 @pytest.mark.parametrize("shape", [(64, 1568), (1568, 64), (16, 9), (10, 64)])

@@ -51,3 +51,40 @@ def test_small_weights_in_c_match_the_torch_path(shape, dtype, monkeypatch):
         assert (grad_c - grad_t).norm() <= 1e4 * tol * grad_t.norm()
         assert out_c.dtype == dtype and grad_c.dtype == dtype
     assert calls
+
+
+@pytest.mark.parametrize("shape", [(16, 1, 3, 3), (32, 16, 3, 3), (10, 64), (64, 10)])
+def test_kernels_take_the_lean_function_with_their_own_shape(shape, monkeypatch):
+    """spectral_bjorck takes a small kernel whole (no reshape): the same values, gradient and
+    forward-mode derivative as the matrix (out, rest) through the general function."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(shape, generator=gen, dtype=torch.float64)
+    u = torch.nn.functional.normalize(
+        torch.randn(shape[0], generator=gen, dtype=torch.float64), dim=0
+    )
+    grad_out, tangent = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    forward, calls = bjorck._SmallSpectral.forward, []
+    spy = staticmethod(lambda *a: calls.append(1) or forward(*a))
+    monkeypatch.setattr(bjorck._SmallSpectral, "forward", spy)
+    x = w.clone().requires_grad_()
+    out, new_u = spectral_bjorck(x, u)
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    assert calls and out.shape == shape
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(w, tangent)
+        jv = torch.autograd.forward_ad.unpack_dual(spectral_bjorck(dual, u)[0]).tangent
+    # the general function (its small branch: the same C loops) on the reshaped matrix
+    matrix = w.reshape(shape[0], -1)
+    args = (u, 1e-3, 1e-3, 0.5, 10, 15)
+    ref = matrix.clone().requires_grad_()
+    expected, expected_u, *_ = bjorck._SpectralBjorckGram.apply(ref, *args)
+    (expected_grad,) = torch.autograd.grad(expected, ref, grad_out.reshape(matrix.shape))
+    _, expected_jv = torch.func.jvp(
+        lambda m: bjorck._SpectralBjorckGram.apply(m, *args)[0],
+        (matrix,),
+        (tangent.reshape(matrix.shape),),
+    )
+    torch.testing.assert_close(out, expected.view(shape), atol=0, rtol=0)
+    torch.testing.assert_close(new_u, expected_u, atol=0, rtol=0)
+    torch.testing.assert_close(grad, expected_grad.view(shape), atol=1e-13, rtol=0)
+    torch.testing.assert_close(jv, expected_jv.view(shape), atol=1e-12, rtol=1e-10)

@@ -129,8 +129,17 @@ def spectral_bjorck(
     """deel-lip's constrained weight of the matrix `weight` (out, k) and the updated vector u.
 
     Power iteration from `u` gives σ = uᵀ·weight·v (differentiable in `weight`, u and v held
-    fixed, as in deel-lip); the result is Björck(weight / (σ + eps_spectral)).
+    fixed, as in deel-lip); the result is Björck(weight / (σ + eps_spectral)). A convolution
+    kernel (out, in, kh, kw) is taken as the matrix (out, in·kh·kw), as deel-lip reshapes it,
+    and the result has the kernel's shape.
     """
+    if _small_lean(weight, u):
+        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
+        return _apply(_SmallSpectral, (weight, u, settings))
+    if weight.ndim != 2:
+        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
+        out, new_u = spectral_bjorck(weight.reshape(weight.shape[0], -1), u, *settings)
+        return out.reshape(weight.shape), new_u
     if _gram_form_applies(weight) and not traced(u):
         out, new_u, *_ = _apply(
             _SpectralBjorckGram,
@@ -482,7 +491,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
         if _small_path(weight, u0):
-            return _small_forward(weight.detach(), u0.detach(), settings)
+            result, new_u, state, scale = _small_forward(weight.detach(), u0.detach(), settings)
+            views = _state_views(state, *weight.shape)
+            return (result, new_u, *views, torch.tensor(scale, dtype=torch.float64))
         g = _gram_state(weight, u0, settings)
         result = ((g.p / g.scale) @ g.short).to(weight.dtype)
         return (
@@ -517,7 +528,9 @@ class _SpectralBjorckGram(torch.autograd.Function):
             return (None,) * 7
         saved = ctx.saved_tensors
         if _small_path(saved[0], saved[2], grad):
-            return (_small_backward(grad, *saved), *(None,) * 6)
+            weight, _, u, *_, scale = saved
+            state = torch.cat([t.flatten() for t in saved[3:8]])
+            return (_small_backward(grad, weight, u, state, float(scale)), *(None,) * 6)
         weight, _, u, v, q, diff, mu, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         d_weight = _formed_weight_grad(grad, weight, transposed, q, diff, p, mu, scale, u, v)
         return d_weight, None, None, None, None, None, None
@@ -526,7 +539,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
     def jvp(ctx, tangent: torch.Tensor, *_: object) -> tuple:
         weight, _, u, v, q, diff, _, scale, p, transposed = _SpectralBjorckGram._unpack(ctx)
         d_result = _result_tangent(weight, tangent, u, v, q, diff, p, scale, transposed)
-        return d_result, None, None, None, None, None, None
+        return (d_result, *(None,) * 7)  # one per output: result, u, v, Q, D, p, μ, σ
 
 
 _FLOATS = (torch.float32, torch.float64)
@@ -691,42 +704,117 @@ def _small_path(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None
     )
 
 
-def _small_forward(weight: torch.Tensor, u0: torch.Tensor, settings: tuple) -> tuple:
-    """`_SpectralBjorckGram.forward`'s outputs, computed by `_spectral.spectral_forward`."""
-    rows, cols = weight.shape
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _small_forward(
+    weight: torch.Tensor, u0: torch.Tensor, settings: tuple
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The map of a small weight by `_spectral.spectral_forward`: (result, new u, state, σ + eps).
+
+    `weight` may have any shape: its C-order data is taken as (shape[0], rest), and the result
+    has its shape. `state` (float64) holds what the backward reads: v, Q, the divided
+    differences, p and μ, laid out as `_state_views` splits them.
+    """
+    rows = weight.shape[0]
+    cols = weight.numel() // rows
     n = min(rows, cols)
-    w, u = weight.contiguous(), u0.contiguous()
+    w, u = _dense(weight), _dense(u0)
     result, new_u = torch.empty_like(w), torch.empty_like(u)
-    state = w.new_empty(cols + 3 * n * n + n, dtype=torch.float64)
-    v, q, diff, p, mu = state.split([cols, n * n, n * n, n * n, n])
+    state = torch.empty(cols + 3 * n * n + n, dtype=torch.float64)
+    v, q, diff, p, mu = _state_pointers(state, rows, cols)
     scale = _spectral.spectral_forward(
         _SYEVD, w.data_ptr(), w.dtype == torch.float64, rows, cols, u.data_ptr(),
         u.dtype == torch.float64, *settings, result.data_ptr(), new_u.data_ptr(),
-        v.data_ptr(), q.data_ptr(), diff.data_ptr(), p.data_ptr(), mu.data_ptr(),
+        v, q, diff, p, mu,
     )  # fmt: skip
-    square = (n, n)
-    scale_t = torch.tensor(scale, dtype=torch.float64)
-    return result, new_u, v, q.view(square), diff.view(square), p.view(square), mu, scale_t
+    return result, new_u, state, scale
+
+
+def _state_views(state: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, ...]:
+    """(v, Q, divided differences, p, μ) of a `_small_forward` state."""
+    n = min(rows, cols)
+    v, q, diff, p, mu = state.split([cols, n * n, n * n, n * n, n])
+    return v, q.view(n, n), diff.view(n, n), p.view(n, n), mu
+
+
+def _state_pointers(state: torch.Tensor, rows: int, cols: int) -> tuple[int, ...]:
+    """Addresses of v, Q, the divided differences, p and μ in a `_small_forward` state."""
+    n = min(rows, cols)
+    address, size = state.data_ptr(), state.element_size()
+    return tuple(
+        address + size * k for k in (0, cols, cols + n * n, cols + 2 * n * n, cols + 3 * n * n)
+    )
 
 
 def _small_backward(
-    grad: torch.Tensor,
-    weight: torch.Tensor,
-    result: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    q: torch.Tensor,
-    diff: torch.Tensor,
-    p: torch.Tensor,
-    mu: torch.Tensor,
-    scale: torch.Tensor,
+    grad: torch.Tensor, weight: torch.Tensor, u: torch.Tensor, state: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """`_SpectralBjorckGram.backward`'s weight gradient, by `_spectral.spectral_backward`."""
-    g, w = grad.contiguous(), weight.detach().contiguous()
+    """The weight's gradient by `_spectral.spectral_backward`, from the gradient of the result,
+    the new u and the state of `_small_forward` (shapes as `_small_forward` takes them)."""
+    g, w = _dense(grad), _dense(weight.detach())
+    rows = w.shape[0]
+    cols = w.numel() // rows
     d_weight = torch.empty_like(g)
+    v, q, diff, p, mu = _state_pointers(state, rows, cols)
     _spectral.spectral_backward(
         g.data_ptr(), g.dtype == torch.float64, w.data_ptr(), w.dtype == torch.float64,
-        *w.shape, u.data_ptr(), u.dtype == torch.float64, v.data_ptr(), q.data_ptr(),
-        diff.data_ptr(), p.data_ptr(), mu.data_ptr(), float(scale), d_weight.data_ptr(),
+        rows, cols, u.data_ptr(), u.dtype == torch.float64, v, q, diff, p, mu, scale,
+        d_weight.data_ptr(),
     )  # fmt: skip
     return d_weight
+
+
+class _SmallSpectral(torch.autograd.Function):
+    """`_SpectralBjorckGram` for a small weight of any shape, wholly in `_spectral.c`.
+
+    The same values and derivatives, with the bookkeeping a training step pays for each layer
+    cut down: two outputs instead of eight, one float64 state buffer kept on ctx, and the
+    weight's own shape (a convolution kernel needs no reshape). Not for torch.func transforms,
+    which take `_SpectralBjorckGram` and its vmap rule.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, u0, settings):
+        result, new_u, state, scale = _small_forward(weight, u0, settings)
+        ctx.save_for_backward(weight)
+        ctx.save_for_forward(weight)
+        ctx.small = (new_u, state, scale)
+        ctx.mark_non_differentiable(new_u)
+        ctx.set_materialize_grads(False)
+        return result, new_u
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        if grad is None:
+            return None, None, None
+        (weight,) = ctx.saved_tensors
+        if grad.dtype not in _FLOATS:
+            grad = grad.to(weight.dtype)
+        return _small_backward(grad, weight, *ctx.small), None, None
+
+    @staticmethod
+    def jvp(ctx, weight_t, *_):
+        (weight,) = ctx.saved_tensors
+        new_u, state, scale = ctx.small
+        rows = weight.shape[0]
+        cols = weight.numel() // rows
+        v, q, diff, p, _ = _state_views(state, rows, cols)
+        w2, t2 = weight.reshape(rows, cols), weight_t.reshape(rows, cols)
+        d_result = _result_tangent(w2, t2, new_u.double(), v, q, diff, p, scale, rows > cols)
+        return d_result.view(weight.shape), None
+
+
+def _small_lean(weight: torch.Tensor, u: torch.Tensor) -> bool:
+    """Whether `_SmallSpectral` takes `weight` (of any shape): the small C path, untraced."""
+    if weight.ndim < 1 or weight.numel() == 0:
+        return False
+    rows = weight.shape[0]
+    return (
+        weight.device.type == "cpu"
+        and _small_path(weight.view(rows, -1), u)
+        and not traced(weight)
+        and not traced(u)
+        and not torch._C._are_functorch_transforms_active()
+    )

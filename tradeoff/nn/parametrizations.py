@@ -112,11 +112,10 @@ class SpectralBjorck(CachedParametrization):
         )
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
-        w, u = spectral_bjorck(weight.reshape(weight.shape[0], -1), self.u, *self.settings())
+        kernel, u = spectral_bjorck(weight, self.u, *self.settings())
         if self.training:
             with torch.no_grad():
                 self.u.copy_(u)
-        kernel = w.reshape(weight.shape)
         coef = self.coef
         if self.conv_geometry is None and float(coef) == 1.0:
             return kernel  # a dense layer: no coefficient to apply
