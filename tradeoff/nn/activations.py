@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .tracing import traced
+from .tracing import apply_function, traced
 
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
@@ -169,12 +169,11 @@ class GroupSort(_OneLipschitz):
             raise ValueError(f"GroupSort({n}) needs a channel count divisible by {n} (got {c})")
         if n == 1:
             return x
-        g = x.unflatten(1, (c // n, n))
         if n == 2:
             if not torch.is_grad_enabled():
                 return _sorted_pairs(x, with_mask=False)[0]  # no backward: no mask
-            return _SortPairs.apply(x)[0]
-        return g.sort(dim=2).values.flatten(1, 2)
+            return apply_function(_SortPairs, x)[0]
+        return x.unflatten(1, (c // n, n)).sort(dim=2).values.flatten(1, 2)
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}"

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .tracing import traced
+from .tracing import apply_function, traced
 
 try:
     from . import _spectral  # C loops built by setup.py (see _spectral.c)
@@ -135,16 +135,14 @@ def spectral_bjorck(
     """
     if _small_lean(weight, u):
         settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
-        return _apply(_SmallSpectral, (weight, u, settings))
+        return apply_function(_SmallSpectral, weight, u, settings)
     if weight.ndim != 2:
         settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
         out, new_u = spectral_bjorck(weight.reshape(weight.shape[0], -1), u, *settings)
         return out.reshape(weight.shape), new_u
     if _gram_form_applies(weight) and not traced(u):
-        out, new_u, *_ = _apply(
-            _SpectralBjorckGram,
-            (weight, u, eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter),
-        )
+        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
+        out, new_u, *_ = apply_function(_SpectralBjorckGram, weight, u, *settings)
         return out, new_u
     new_u, v = power_iteration(weight.detach(), u, eps_spectral, max_power_iter)
     sigma = torch.dot(new_u, weight @ v)
@@ -183,16 +181,6 @@ def _bjorck_direct(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> t
     return w
 
 
-def _apply(function: type[torch.autograd.Function], args: tuple) -> tuple:
-    """`function.apply(*args)` for positional `args`, without the signature binding that
-    `Function.apply` does in Python at every call (tens of µs on a training step's cold
-    caches); under torch.func transforms, `Function.apply` itself. Only the eigenvalue forms
-    call it, and they never run while torch.compile traces."""
-    if torch._C._are_functorch_transforms_active():
-        return function.apply(*args)
-    return super(torch.autograd.Function, function).apply(*args)
-
-
 def _bjorck_gram(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> torch.Tensor:
     """The same iterates as `_bjorck_direct`, computed on the eigenvalues of the short side.
 
@@ -206,7 +194,7 @@ def _bjorck_gram(w: torch.Tensor, eps: float, beta: float, max_iter: int) -> tor
     """
     transpose = w.shape[0] > w.shape[1]
     w0 = (w.t() if transpose else w).double()  # wᵀ follows the same iteration on its rows
-    a = _apply(_BjorckSpectrum, (w0 @ w0.t(), eps, beta, max_iter))[0]
+    a = apply_function(_BjorckSpectrum, w0 @ w0.t(), eps, beta, max_iter)[0]
     out = (a @ w0).to(w.dtype)
     return out.t() if transpose else out
 
@@ -591,7 +579,7 @@ def spectral_bjorck_linear(
         w, new_u = spectral_bjorck(weight, u, *settings)
         return torch.nn.functional.linear(x, w, bias), new_u
     rows = x.reshape(-1, x.shape[-1])
-    y, new_u = _SpectralLinearGram.apply(rows, weight, bias, u, settings)
+    y, new_u = apply_function(_SpectralLinearGram, rows, weight, bias, u, settings)
     return y.view(*x.shape[:-1], y.shape[-1]), new_u
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from .bjorck import spectral_bjorck, spectral_bjorck_linear
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm
+from .tracing import apply_function
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
@@ -266,10 +267,10 @@ class AOLRescale(CachedParametrization):
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 2 and self.side == "output":
-            d = torch.rsqrt(_AbsGramRowSums.apply(weight.t()).clamp_min(self.eps))
+            d = torch.rsqrt(apply_function(_AbsGramRowSums, weight.t()).clamp_min(self.eps))
             return weight * d.unsqueeze(1)
         if weight.ndim == 2:
-            d = torch.rsqrt(_AbsGramRowSums.apply(weight).clamp_min(self.eps))
+            d = torch.rsqrt(apply_function(_AbsGramRowSums, weight).clamp_min(self.eps))
             return weight * d.unsqueeze(0)
         if weight.ndim == 4 and self.side == "input":
             kh, kw = weight.shape[-2:]

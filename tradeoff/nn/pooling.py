@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tracing import apply_function
+
 __all__ = [
     "InvertibleDownsampling",
     "ScaledAvgPool2d",
@@ -76,7 +78,7 @@ class ScaledL2NormPool2d(_WindowPool):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == self.kernel_size and x.ndim == 4:
-            return _WindowNorm.apply(x, self.kernel_size, self.eps)[0]
+            return apply_function(_WindowNorm, x, self.kernel_size, self.eps)[0]
         sq = F.avg_pool2d(x.square(), self.kernel_size, self.stride) * self.area
         return torch.sqrt(sq.clamp_min(self.eps**2))
 
