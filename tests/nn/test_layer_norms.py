@@ -4,6 +4,7 @@ against the bound `tradeoff.certificates.lipschitz_bound` reports."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -340,14 +341,40 @@ def test_frequency_block_frobenius_bounds_the_blocks_tightly(stride, circular, l
         monkeypatch.setattr(operator_norm, "_spectral", None)
 
     gen = torch.Generator().manual_seed(7)
-    for shape, size in [((4, 3, 3, 3), (7, 9)), ((8, 2, 5, 5), (4, 4)), ((5, 5, 2, 2), (3, 2))]:
-        w = torch.randn(shape, generator=gen, dtype=torch.float64)
-        blocks, _ = conv2d_frequency_blocks(w, size, stride, (2, 2), circular)
+    cases = [((4, 3, 3, 3), (7, 9)), ((8, 2, 5, 5), (4, 4)), ((5, 5, 2, 2), (3, 2))]
+    for (shape, size), dtype in itertools.product(cases, (torch.float64, torch.float32)):
+        w = torch.randn(shape, generator=gen, dtype=dtype)
+        blocks, _ = conv2d_frequency_blocks(w.double(), size, stride, (2, 2), circular)
         exact = torch.linalg.matrix_norm(blocks)
         bound = frequency_block_frobenius(w, size, stride, (2, 2), circular)
-        assert bound.shape == exact.shape
+        assert bound.shape == exact.shape and bound.dtype == torch.float64
         assert (bound >= exact).all()
         assert (bound <= exact * (1 + 1e-10) + 1e-10).all()
+
+
+@pytest.mark.parametrize("loops", ["C", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_tap_drift_is_the_sum_of_the_taps_frobenius_norms(loops, dtype, monkeypatch):
+    """The cap's first drift bound, Σ_a ‖ΔK[:, :, a]‖_F, bounds ‖conv(ΔK)‖ (shifts are
+    isometries), in C and torch."""
+    from tradeoff.nn import operator_norm
+    from tradeoff.nn.operator_norm import conv2d_operator_norm, tap_drift
+
+    if loops == "C" and operator_norm._spectral is None:
+        pytest.skip("the C kernel tradeoff.nn._spectral is not built")
+    if loops == "torch":
+        monkeypatch.setattr(operator_norm, "_spectral", None)
+    gen = torch.Generator().manual_seed(9)
+    kernel = torch.randn(6, 4, 3, 3, generator=gen, dtype=dtype)
+    reference = kernel + 0.01 * torch.randn(6, 4, 3, 3, generator=gen, dtype=dtype)
+    delta = (kernel - reference).double()
+    expected = sum(
+        float(torch.linalg.matrix_norm(delta[:, :, i, j])) for i in range(3) for j in range(3)
+    )
+    assert tap_drift(kernel, reference) == pytest.approx(
+        expected, rel=1e-6 if dtype == torch.float32 else 1e-12
+    )
+    assert tap_drift(kernel, reference) >= conv2d_operator_norm(delta, (8, 8), (1, 1), (2, 2))
 
 
 def test_tracked_conv_norm_sees_a_block_that_overtakes_the_maximum():

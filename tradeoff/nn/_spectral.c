@@ -501,19 +501,61 @@ static int block_frobenius(const double *restrict gram, int kh, int kw, Py_ssize
     return 0;
 }
 
+/* The taps' Gram matrix (T x T, T = kh kw) of a kernel (pairs x T, row-major), in float64. */
+static void taps_gram(const void *kernel, int is_double, Py_ssize_t pairs, int t,
+                      double *restrict gram) {
+    memset(gram, 0, (size_t)(t * t) * sizeof(double));
+    for (Py_ssize_t c = 0; c < pairs; c++)
+        for (int t1 = 0; t1 < t; t1++) {
+            double x = load(kernel, is_double, c * t + t1);
+            for (int t2 = 0; t2 < t; t2++) gram[t1 * t + t2] += x * load(kernel, is_double, c * t + t2);
+        }
+}
+
 static PyObject *py_block_frobenius(PyObject *self, PyObject *args) {
-    unsigned long long gram, out;
-    int kh, kw, sh, sw;
-    Py_ssize_t n_h, n_w;
-    if (!PyArg_ParseTuple(args, "KiinniiK", &gram, &kh, &kw, &n_h, &n_w, &sh, &sw, &out))
+    unsigned long long kernel, out;
+    int is_double, kh, kw, sh, sw;
+    Py_ssize_t pairs, n_h, n_w;
+    if (!PyArg_ParseTuple(args, "KpniinniiK", &kernel, &is_double, &pairs, &kh, &kw, &n_h, &n_w,
+                          &sh, &sw, &out))
         return NULL;
-    int status;
+    int status = -1;
+    double top = 0.0;
     Py_BEGIN_ALLOW_THREADS
-    status = block_frobenius((const double *)(uintptr_t)gram, kh, kw, n_h, n_w, sh, sw,
-                             (double *)(uintptr_t)out);
+    double *gram = malloc((size_t)(kh * kw * kh * kw) * sizeof(double));
+    if (gram != NULL) {
+        taps_gram((const void *)(uintptr_t)kernel, is_double, pairs, kh * kw, gram);
+        status = block_frobenius(gram, kh, kw, n_h, n_w, sh, sw, (double *)(uintptr_t)out);
+        free(gram);
+        Py_ssize_t count = (n_h / sh) * ((n_w / sw) / 2 + 1);
+        for (Py_ssize_t i = 0; status == 0 && i < count; i++)
+            if (((double *)(uintptr_t)out)[i] > top) top = ((double *)(uintptr_t)out)[i];
+    }
     Py_END_ALLOW_THREADS
     if (status != 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return PyFloat_FromDouble(top);
+}
+
+/* sum over the taps a of ||K[:, :, a] - R[:, :, a]||_F for two kernels (out, in, kh, kw) of the
+ * same dtype, in float64: the drift bound of the convolution cap (parametrizations.py). */
+static PyObject *py_tap_drift(PyObject *self, PyObject *args) {
+    unsigned long long kernel, ref;
+    int is_double;
+    Py_ssize_t pairs, taps;
+    if (!PyArg_ParseTuple(args, "KKpnn", &kernel, &ref, &is_double, &pairs, &taps)) return NULL;
+    double total = 0.0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t a = 0; a < taps; a++) {
+        double sq = 0.0;
+        for (Py_ssize_t c = 0; c < pairs; c++) {
+            double d = load((const void *)(uintptr_t)kernel, is_double, c * taps + a) -
+                       load((const void *)(uintptr_t)ref, is_double, c * taps + a);
+            sq += d * d;
+        }
+        total += sqrt(sq);
+    }
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(total);
 }
 
 static PyMethodDef methods[] = {
@@ -527,8 +569,12 @@ static PyMethodDef methods[] = {
      "spectral_backward(grad, g_double, w, w_double, rows, cols, u, u_double, v, q, diff, p, "
      "mu, scale, d_weight): the weight's gradient, in grad's dtype."},
     {"block_frobenius", py_block_frobenius, METH_VARARGS,
-     "block_frobenius(gram, kh, kw, n_h, n_w, sh, sw, out): Frobenius bounds of a "
-     "convolution's frequency blocks from its taps' Gram matrix (float64 pointers)."},
+     "block_frobenius(kernel, is_double, pairs, kh, kw, n_h, n_w, sh, sw, out) -> max: "
+     "Frobenius bounds of a convolution's frequency blocks (out, float64) from its kernel "
+     "(pairs = out_channels x in_channels rows of kh x kw taps)."},
+    {"tap_drift", py_tap_drift, METH_VARARGS,
+     "tap_drift(kernel, ref, is_double, pairs, taps) -> sum over taps of the Frobenius norm "
+     "of the difference of two kernels' (pairs x taps) columns."},
     {"spectral_scalars", py_spectral_scalars, METH_VARARGS,
      "spectral_scalars(lam, proj, n, transposed, uu, eps_spectral, eps_bjorck, beta, "
      "max_power, max_bjorck, out) -> sigma + eps_spectral; fills out (5n + n^2 float64)."},

@@ -31,6 +31,7 @@ __all__ = [
     "frequency_block_frobenius",
     "gram_iteration_norm",
     "spectral_norm",
+    "tap_drift",
 ]
 
 # Relative slack on every computed norm: covers float64 FFT/SVD error (~1e-15) and the
@@ -171,17 +172,32 @@ def frequency_block_frobenius(
     their sum. For a block with one row or column (one input channel at stride 1, or one
     output channel) this is its spectral norm.
     """
-    w = weight.detach().to(torch.float64)
-    out_c, in_c, kh, kw = w.shape
+    return _block_frobenius(weight, input_size, stride, padding, circular)[0]
+
+
+def _block_frobenius(
+    weight: torch.Tensor,
+    input_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    circular: bool,
+) -> tuple[torch.Tensor, float | None]:
+    """`frequency_block_frobenius` and, from the C loops (`_spectral.c`), their maximum."""
+    out_c, in_c, kh, kw = weight.shape
     sh, sw = stride
     n_h, n_w = _grid((kh, kw), input_size, stride, padding, circular)
     m_w = n_w // sw
+    if _c_readable(weight):
+        w = weight.detach().contiguous()
+        out = torch.empty((n_h // sh) * (m_w // 2 + 1), dtype=torch.float64)
+        top = _spectral.block_frobenius(
+            w.data_ptr(), w.dtype == torch.float64, out_c * in_c, kh, kw, n_h, n_w, sh, sw,
+            out.data_ptr(),
+        )  # fmt: skip
+        return out, top  # the same sums as below, in C loops
+    w = weight.detach().to(torch.float64)
     taps = w.reshape(out_c * in_c, kh * kw)
     gram = taps.t() @ taps
-    if _spectral is not None and gram.device.type == "cpu" and not traced(gram):
-        out = gram.new_empty(n_h // sh, m_w // 2 + 1)
-        _spectral.block_frobenius(gram.data_ptr(), kh, kw, n_h, n_w, sh, sw, out.data_ptr())
-        return out.reshape(-1)  # the same sums as below, in C loops (`_spectral.c`)
     scatter, cos_h, sin_h, cos_w, sin_w = _fourier_tables(kh, kw, n_h, n_w, sw, w.device)
     # Autocorrelation R(s) = Σ_c Σ_p K_c(p)·K_c(p + s): Gram entry (t1, t2) adds to the shift
     # pos(t2) − pos(t1); R is real and even, so its transform is C R Cᵀ − S R Sᵀ.
@@ -193,7 +209,36 @@ def frequency_block_frobenius(
     # The Fourier sum's rounding is ~1e-16·(2k−1)² of Σ|R| per frequency: a margin far above
     # it keeps the bound.
     margin = 1e-12 * float(gram.abs().sum()) * sh * sw
-    return (power.clamp_min(0) + margin).sqrt().reshape(-1)
+    return (power.clamp_min(0) + margin).sqrt().reshape(-1), None
+
+
+def _c_readable(t: torch.Tensor) -> bool:
+    """Whether the C loops of `_spectral.c` can read `t` (a plain float32/float64 CPU tensor)."""
+    return (
+        _spectral is not None
+        and t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and not traced(t)
+    )
+
+
+def tap_drift(kernel: torch.Tensor, reference: torch.Tensor) -> float:
+    """Σ_a ‖K[:, :, a] − K⁰[:, :, a]‖_F over the taps a of two kernels (out, in, kh, kw), in
+    float64: a bound on ‖conv(K − K⁰)‖, as a convolution is a sum of shifted taps and each shift
+    is an isometry."""
+    if (
+        _c_readable(kernel)
+        and reference.dtype == kernel.dtype
+        and reference.device == kernel.device
+    ):
+        k, r = kernel.detach().contiguous(), reference.detach().contiguous()
+        pairs = k.shape[0] * k.shape[1]
+        taps = k.numel() // max(pairs, 1)
+        return _spectral.tap_drift(
+            k.data_ptr(), r.data_ptr(), k.dtype == torch.float64, pairs, taps
+        )
+    delta = (kernel - reference).detach().double()
+    return float(torch.linalg.matrix_norm(delta.permute(2, 3, 0, 1)).sum())
 
 
 @functools.lru_cache(maxsize=64)
@@ -268,14 +313,14 @@ class TrackedConvNorm:
     def __call__(self, kernel: torch.Tensor, at_most: float | None = None) -> float | None:
         """‖conv(kernel)‖ (exact, times 1 + REL_SLACK like `conv2d_operator_norm`); or None,
         with no eigenvalue problem, when the block bounds already show it is <= `at_most`."""
-        kernel = kernel.detach().to(torch.float64)
         (sh, sw), (out_c, in_c) = self.geometry["stride"], kernel.shape[:2]
         factor = (1 + REL_SLACK) / math.sqrt(sh * sw)
         if min(out_c, in_c * sh * sw) == 1:  # one-row or one-column blocks: Frobenius is exact
-            norms = frequency_block_frobenius(kernel, **self.geometry)
+            norms, top = _block_frobenius(kernel, **self.geometry, circular=False)
             self.blocks_seen += len(norms)
             self.blocks_computed += len(norms)
-            return float(norms.max()) * factor
+            return (float(norms.max()) if top is None else top) * factor
+        kernel = kernel.detach().to(torch.float64)
         prune = min(out_c, in_c * sh * sw) >= self.PRUNE_MIN_SIDE
         upper = self._block_bounds(kernel) if prune or at_most is not None else None
         if upper is not None and at_most is not None and float(upper.max()) * factor <= at_most:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bjorck import spectral_bjorck, spectral_bjorck_linear
-from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm
+from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm, tap_drift
 from .tracing import apply_function
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
@@ -163,11 +163,10 @@ class SpectralBjorck(CachedParametrization):
             and ref[0].shape == kernel.shape
             and ref[0].device == kernel.device
         ):
-            delta = (kernel - ref[0]).double()
             slack = 1 + REL_SLACK
-            taps = float(torch.linalg.matrix_norm(delta.permute(2, 3, 0, 1)).sum()) * slack
-            if coef * (ref[1] + taps) <= 1.0:
+            if coef * (ref[1] + tap_drift(kernel, ref[0]) * slack) <= 1.0:
                 return None
+            delta = (kernel - ref[0]).double()
             kh, kw = delta.shape[-2:]
             reshaped = math.sqrt(kh * kw) * gram_iteration_norm(delta.flatten(1)) * slack
             if coef * (ref[1] + reshaped) <= 1.0:
