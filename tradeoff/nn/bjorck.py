@@ -320,24 +320,35 @@ class _GramState(NamedTuple):
     a_max: float
 
 
-def _gram_state(weight: torch.Tensor, u0: torch.Tensor, settings: tuple) -> _GramState:
-    """The forward of `_SpectralBjorckGram` up to its last product (see its docstring)."""
+def _gram_state(
+    weight: torch.Tensor, u0: torch.Tensor, settings: tuple, exact: bool = True
+) -> _GramState:
+    """The forward of `_SpectralBjorckGram` up to its last product (see its docstring).
+
+    With `exact`, the Gram matrix and the products with the long side are float64. Without it,
+    they stay in the weight's dtype (`short` is then that of the weight), and only the
+    eigendecomposition and the n × n part are float64: for a training step whose Björck
+    multipliers stay small (`_SpectralLinearGram`), where float32 rounding of the Gram moves
+    the result no more than the float32 rounding of the formed weight.
+    """
     transposed = weight.shape[0] > weight.shape[1]
-    w64 = weight.detach().double()
-    short = w64.t() if transposed else w64
-    lam, q = _eigh(short @ short.t())
+    w = weight.detach()
+    if exact:
+        w = w.double()
+    short = w.t() if transposed else w
+    lam, q = _eigh((short @ short.t()).double())
     u64 = u0.detach().double()
     # u₀ in the eigenbasis; when transposed, U = W·V/s and the division by s is done below
-    proj = q.t() @ (short @ u64) if transposed else q.t() @ u64
+    proj = q.t() @ (short @ u0.detach().to(w.dtype)).double() if transposed else q.t() @ u64
     scale, u_coords, prev, v_coords, mu, a, diff = _spectral_scalars(
         lam, proj, transposed, float(u64.dot(u64)), settings
     )
     if transposed:
-        new_u = short.t() @ (q @ u_coords)
+        new_u = short.t() @ (q @ u_coords).to(w.dtype)
         v = q @ v_coords
     else:
         new_u = q @ u_coords
-        v = _unit(short.t() @ (q @ prev))
+        v = _unit((short.t() @ (q @ prev).to(w.dtype)).double())
     p = (q * a) @ q.t()
     state = (transposed, short, p, q, diff, mu, scale, new_u.to(u0.dtype), v, float(a.max()))
     return _GramState(*state)
@@ -602,15 +613,20 @@ class _SpectralLinearGram(torch.autograd.Function):
 
     The mixing by P runs in x's dtype, so the rounding of z is amplified by up to the largest
     Björck multiplier (those of small singular values grow to 1.5^15): above
-    `FACTORED_MAX_MULTIPLIER`, the step forms R in float64 as `_SpectralBjorckGram` does. The
-    weight that eval mode, bounds and certificates use is always formed in float64.
+    `FACTORED_MAX_MULTIPLIER`, the step forms R in float64 as `_SpectralBjorckGram` does. Below
+    it, the singular values of S/(σ+eps) lie within a factor ~4 of each other, and the Gram
+    matrix is taken in the weight's dtype as well (`_gram_state(exact=False)`): its rounding
+    moves the result no more than the rounding of the formed weight does (tested). The weight
+    that eval mode, bounds and certificates use is always formed in float64.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, u0, settings):
-        g = _gram_state(weight, u0, settings)
-        factor = (g.p / g.scale).to(x.dtype)
+        g = _gram_state(weight, u0, settings, exact=False)
         ctx.formed = g.a_max > FACTORED_MAX_MULTIPLIER
+        if ctx.formed and g.short.dtype != torch.float64:
+            g = _gram_state(weight, u0, settings)  # small singular values: the exact Gram
+        factor = (g.p / g.scale).to(x.dtype)
         if ctx.formed:
             z = ((g.p / g.scale) @ g.short).to(weight.dtype)  # z is R here, as formed
             z = z.t() if g.transposed else z
