@@ -104,13 +104,22 @@ def test_constrained_weight_computed_once_per_training_step():
     model = zoo.create("seed_conv", input_shape=(1, 8, 8), num_classes=10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    with mock.patch.object(
-        SpectralBjorck, "compute", autospec=True, side_effect=SpectralBjorck.compute
-    ) as compute:
+    # each parametrization once: the weight (compute), or a dense layer's mixing step (linear)
+    with (
+        mock.patch.object(
+            SpectralBjorck, "compute", autospec=True, side_effect=SpectralBjorck.compute
+        ) as compute,
+        mock.patch.object(
+            SpectralBjorck, "linear", autospec=True, side_effect=SpectralBjorck.linear
+        ) as linear,
+    ):
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-    assert compute.call_count == 4  # two convolutions, two dense layers
+    calls = [c.args[0] for c in compute.call_args_list + linear.call_args_list]
+    params = [m for m in model.modules() if isinstance(m, SpectralBjorck)]
+    assert len(params) == 4  # two convolutions, two dense layers
+    assert sorted(map(id, calls)) == sorted(map(id, params))
 
 
 def test_eval_mode_caches_until_the_weights_change():
