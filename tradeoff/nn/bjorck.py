@@ -74,11 +74,12 @@ SMALL_MAX_SIZE = 16384
 
 def spectral_implementation() -> str:
     """What the spectral layers' eigenvalue forms run on here, in words (the bench prints it)."""
+    mixing = "; dense training steps mix by the n x n factor"
     if _spectral is None:
-        return "torch ops + NumPy loops (the C kernel is not built; see setup.py)"
+        return "torch ops + NumPy loops (the C kernel is not built; see setup.py)" + mixing
     if not _SYEVD:
-        return "torch ops + C loops (no LAPACK found in torch's library for small weights)"
-    return f"C for weights with a side <= {SMALL_MAX_SIDE}, torch ops + C loops above"
+        return "torch ops + C loops (no LAPACK found in torch's library for small weights)" + mixing
+    return f"C for weights with a side <= {SMALL_MAX_SIDE}, torch ops + C loops above" + mixing
 
 
 @torch.no_grad()
