@@ -58,11 +58,17 @@ def _expected_rows() -> set[tuple[str, str, str]]:
 def quick_run(tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "out.json"
+    proc = _bench(tmp, "--quick", "--threads", "1", "--json", str(out))
+    return json.loads(out.read_text()), proc
+
+
+def _bench(cwd, *args: str) -> subprocess.CompletedProcess:
+    """`python -m tradeoff.bench ARGS` in `cwd` (its own MLflow store), which must succeed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "tradeoff.bench", "--quick", "--threads", "1", "--json", str(out)],
-        cwd=tmp,
+        [sys.executable, "-m", "tradeoff.bench", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -70,7 +76,7 @@ def quick_run(tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc
+    return proc
 
 
 @pytest.mark.slow
@@ -113,6 +119,22 @@ def test_quick_run_describes_machine_settings_and_targets(quick_run):
     assert "sweep-job overhead" in labels and len(labels) == 7
     for t in doc["targets"]:
         assert t["met"] in (True, False) or (t["met"] is None and t["value"] is None)
+
+
+@pytest.mark.slow
+def test_quick_run_with_bf16_autocast(tmp_path):
+    """`--bf16` on the CPU: every model section runs its forward passes under bf16 autocast
+    (the constrained weights stay float32; tests/nn/test_autocast.py) and says so."""
+    out = tmp_path / "bf16.json"
+    sections = "seed_conv,lipconvnet,certificates"
+    args = ("--quick", "--bf16", "--threads", "1", "--only", sections, "--json", str(out))
+    proc = _bench(tmp_path, *args)
+    assert "bf16 autocast" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["bf16"] is True
+    sections = {r["section"] for r in doc["rows"]}
+    assert sections == {"seed_conv", "lipconvnet", "certificates"}
+    assert all(math.isfinite(r["median_ms"]) and r["median_ms"] > 0 for r in doc["rows"])
 
 
 def test_plain_seed_conv_is_the_unconstrained_twin():

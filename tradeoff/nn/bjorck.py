@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .tracing import apply_function, traced
+from .tracing import apply_function, autocast_enabled, full_precision, traced
 
 try:
     from . import _spectral  # C loops built by setup.py (see _spectral.c)
@@ -545,13 +545,6 @@ class _SpectralBjorckGram(torch.autograd.Function):
 _FLOATS = (torch.float32, torch.float64)
 
 
-def _autocast_on() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
 def factored_linear_applies(x: torch.Tensor, weight: torch.Tensor, u: torch.Tensor) -> bool:
     """Whether `spectral_bjorck_linear` pays for the dense layer y = x·Wᵀ with `weight` W: on CPU,
     for a short side within the eigenvalue forms' reach (and above the small C path's), when the
@@ -568,7 +561,7 @@ def factored_linear_applies(x: torch.Tensor, weight: torch.Tensor, u: torch.Tens
         and not traced(x)
         and not traced(u)
         and not torch._C._are_functorch_transforms_active()
-        and not _autocast_on()
+        and not autocast_enabled("cpu")
     )
 
 
@@ -588,7 +581,8 @@ def spectral_bjorck_linear(
     `_SpectralLinearGram`), where `factored_linear_applies`; else by forming it."""
     settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
     if not factored_linear_applies(x, weight, u):
-        w, new_u = spectral_bjorck(weight, u, *settings)
+        with full_precision(weight.device.type):
+            w, new_u = spectral_bjorck(weight, u, *settings)
         return torch.nn.functional.linear(x, w, bias), new_u
     rows = x.reshape(-1, x.shape[-1])
     y, new_u = apply_function(_SpectralLinearGram, rows, weight, bias, u, settings)

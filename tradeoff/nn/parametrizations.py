@@ -3,7 +3,8 @@
 Each class is a `torch.nn.utils.parametrize` module: registered on a standard `nn.Linear` or
 `nn.Conv2d`, it maps the free parameter to the constrained weight the layer uses. In training
 mode the constrained weight is recomputed once per forward (one training step); in eval mode
-it is computed once, without autograd, and cached until the parameter changes.
+it is computed once, without autograd, and cached until the parameter changes. Under autocast
+it is still computed in the parameter's dtype, and autocast casts it for the layer's own op.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from .bjorck import spectral_bjorck, spectral_bjorck_linear
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm, tap_drift
-from .tracing import apply_function
+from .tracing import apply_function, full_precision
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
@@ -39,10 +40,11 @@ class CachedParametrization(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training:
             self._cache = None
-            return self.compute(weight)
+            with full_precision(weight.device.type):
+                return self.compute(weight)
         key = self._state_key(weight)
         if self._cache is None or self._cache_key != key:
-            with torch.no_grad():
+            with torch.no_grad(), full_precision(weight.device.type):
                 self._cache = self.compute(weight)
             self._cache_key = key
         return self._cache

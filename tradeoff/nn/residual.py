@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tracing import full_precision
+
 __all__ = ["SLLConv2d", "SLLLinear"]
 
 
@@ -32,14 +34,16 @@ class _SLL(nn.Module):
         raise NotImplementedError
 
     def scaling(self, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """The diagonal T⁻¹ of the layer (one value per inner unit)."""
+        """The diagonal T⁻¹ of the layer (one value per inner unit), in the weight's dtype even
+        under autocast: a rounded-down T would break the layer's bound."""
         weight = self.weight if weight is None else weight
-        log_q = self.log_q.to(weight.dtype)
-        gram = self._gram_abs(weight)
-        dims = tuple(range(1, gram.ndim))
-        shape = (1, -1) + (1,) * (gram.ndim - 2)
-        t = (torch.exp(log_q).view(shape) * gram).sum(dims) * torch.exp(-log_q)
-        return _safe_inv(t)
+        with full_precision(weight.device.type):
+            log_q = self.log_q.to(weight.dtype)
+            gram = self._gram_abs(weight)
+            dims = tuple(range(1, gram.ndim))
+            shape = (1, -1) + (1,) * (gram.ndim - 2)
+            t = (torch.exp(log_q).view(shape) * gram).sum(dims) * torch.exp(-log_q)
+            return _safe_inv(t)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
         """1 + 2δ, δ the relative excess of the float32 T⁻¹ over its exact (float64) value.

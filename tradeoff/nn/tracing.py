@@ -1,11 +1,14 @@
-"""Whether a tensor's data can be read directly (by NumPy or the package's C loops), and
-autograd Functions applied without torch.func's per-call bookkeeping when no transform runs."""
+"""How the layers adapt to torch's execution modes: whether a tensor's data can be read
+directly (by NumPy or the package's C loops), autograd Functions applied without torch.func's
+per-call bookkeeping when no transform runs, and weights computed outside autocast."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-__all__ = ["apply_function", "traced"]
+__all__ = ["apply_function", "autocast_enabled", "full_precision", "traced"]
 
 
 def traced(t: torch.Tensor) -> bool:
@@ -23,3 +26,22 @@ def apply_function(function: type[torch.autograd.Function], *args: object) -> ob
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return function.apply(*args)
     return super(torch.autograd.Function, function).apply(*args)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for `device_type` ("cpu", "cuda", ...)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 knows only its CUDA and CPU flags
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+def full_precision(device_type: str) -> contextlib.AbstractContextManager:
+    """A context without autocast on `device_type` when it is on, else a no-op: constrained
+    weights (Gram matrices, eigendecompositions, norms) are computed in the parameters' dtype,
+    and autocast applies to the layer's own convolution or product."""
+    if autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
