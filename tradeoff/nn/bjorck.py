@@ -134,15 +134,13 @@ def spectral_bjorck(
     kernel (out, in, kh, kw) is taken as the matrix (out, in·kh·kw), as deel-lip reshapes it,
     and the result has the kernel's shape.
     """
+    settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
     if _small_lean(weight, u):
-        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
         return apply_function(_SmallSpectral, weight, u, settings)
     if weight.ndim != 2:
-        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
         out, new_u = spectral_bjorck(weight.reshape(weight.shape[0], -1), u, *settings)
         return out.reshape(weight.shape), new_u
     if _gram_form_applies(weight) and not traced(u):
-        settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
         out, new_u, *_ = apply_function(_SpectralBjorckGram, weight, u, *settings)
         return out, new_u
     new_u, v = power_iteration(weight.detach(), u, eps_spectral, max_power_iter)
@@ -692,11 +690,16 @@ class _SpectralLinearGram(torch.autograd.Function):
 
 
 def _small_path(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None = None) -> bool:
-    """Whether `_SpectralBjorckGram` runs on the C loops of `_spectral.c` (small CPU weights)."""
+    """Whether the map of `weight`, taken as (shape[0], rest), runs on the C loops of
+    `_spectral.c` (small weights)."""
+    size = weight.numel()
+    if weight.ndim < 1 or size == 0:
+        return False
+    rows = weight.shape[0]
     return (
         _SYEVD != 0
-        and 1 <= min(weight.shape) <= SMALL_MAX_SIDE
-        and weight.numel() <= SMALL_MAX_SIZE
+        and min(rows, size // rows) <= SMALL_MAX_SIDE
+        and size <= SMALL_MAX_SIZE
         and weight.dtype in _FLOATS
         and u.dtype in _FLOATS
         and (grad is None or grad.dtype in _FLOATS)
@@ -807,12 +810,9 @@ class _SmallSpectral(torch.autograd.Function):
 
 def _small_lean(weight: torch.Tensor, u: torch.Tensor) -> bool:
     """Whether `_SmallSpectral` takes `weight` (of any shape): the small C path, untraced."""
-    if weight.ndim < 1 or weight.numel() == 0:
-        return False
-    rows = weight.shape[0]
     return (
         weight.device.type == "cpu"
-        and _small_path(weight.view(rows, -1), u)
+        and _small_path(weight, u)
         and not traced(weight)
         and not traced(u)
         and not torch._C._are_functorch_transforms_active()
