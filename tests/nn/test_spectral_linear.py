@@ -11,10 +11,12 @@ torch.func). Every test runs three ways (conftest.py's `spectral_implementation`
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils import parametrize
 
 from tradeoff.nn import SpectralLinear, bjorck, spectral_bjorck, spectral_bjorck_linear
@@ -191,3 +193,30 @@ def test_training_keeps_deel_lips_power_vector_across_steps():
         atol=1e-10,
         rtol=1e-10,
     )
+
+
+@pytest.mark.parametrize("fan_in, fan_out", [(300, 40), (40, 300)])
+def test_input_gradient_penalties_match_the_formed_weight(fan_in, fan_out, branch):
+    """With create_graph, a step's input gradient depends on the weight as through the formed
+    weight: the penalty's gradients are the formed path's. Second derivatives through the
+    constraint itself (a weight-gradient penalty) are refused, on both paths, not silently
+    missing the eigendecomposition's terms."""
+    layer = _layer(fan_in, fan_out, torch.float64)
+    twin = copy.deepcopy(layer)
+    twin.forward = types.MethodType(nn.Linear.forward, twin)  # the parametrization's weight
+    results = []
+    for model in (layer, twin):
+        x = torch.randn(8, fan_in, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        x.requires_grad_()
+        (g,) = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+        weight = model.parametrizations.weight.original
+        results.append((g.detach(), weight.grad, model.bias.grad))
+    for mine, formed in zip(*results, strict=True):
+        torch.testing.assert_close(mine, formed, atol=1e-12, rtol=1e-10)
+    for model in (layer, twin):
+        weight = model.parametrizations.weight.original
+        x = torch.randn(8, fan_in, dtype=torch.float64)
+        (g,) = torch.autograd.grad(model(x).square().sum(), weight, create_graph=True)
+        with pytest.raises(RuntimeError, match="differentiate twice"):
+            g.square().sum().backward()

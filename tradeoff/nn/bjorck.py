@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from .tracing import apply_function, autocast_enabled, full_precision, traced
 
@@ -441,6 +442,7 @@ class _BjorckSpectrum(torch.autograd.Function):
         ctx.save_for_forward(q, diff)
 
     @staticmethod
+    @once_differentiable  # second derivatives would miss Q's and D's: refuse them
     def backward(ctx, grad: torch.Tensor, *_: torch.Tensor) -> tuple:
         q, diff = ctx.saved_tensors
         return _spectral_derivative(q, diff, (grad + grad.t()) / 2), None, None, None
@@ -521,6 +523,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
         return weight, result, u.double(), v, q, diff, mu, float(scale), p, transposed
 
     @staticmethod
+    @once_differentiable  # second derivatives would miss the Gram state's: refuse them
     def backward(ctx, grad: torch.Tensor | None, *_: torch.Tensor | None) -> tuple:
         if grad is None:
             return (None,) * 7
@@ -587,6 +590,30 @@ def spectral_bjorck_linear(
     return y.view(*x.shape[:-1], y.shape[-1]), new_u
 
 
+class _FormedWeight(torch.autograd.Function):
+    """The constrained weight of a `_SpectralLinearGram` step, formed from its saved state, with
+    the derivative of `_SpectralBjorckGram`: the backward of a mixing step takes it when autograd
+    records the backward itself (create_graph), so that input gradients depend on the weight as
+    they do through the formed weight."""
+
+    @staticmethod
+    def forward(ctx, weight, state):
+        transposed, _, q, diff, p, mu, scale, u, v = state
+        short = weight.detach().double()
+        short = short.t() if transposed else short
+        result = ((p / scale) @ short).to(weight.dtype)
+        ctx.state = (transposed, q, diff, p, mu, scale, u.double(), v)
+        ctx.save_for_backward(weight)
+        return result.t() if transposed else result
+
+    @staticmethod
+    @once_differentiable  # its own derivative would miss the Gram state's: refuse it
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        transposed, q, diff, p, mu, scale, u, v = ctx.state
+        return _formed_weight_grad(grad, weight, transposed, q, diff, p, mu, scale, u, v), None
+
+
 # Largest Björck multiplier at which `_SpectralLinearGram` mixes by P: float32 rounding of x·Wᵀ
 # is amplified by up to the largest multiplier, against none when the weight is formed.
 # Training keeps it near 1 (1.0-1.3 over two seed_table epochs); above, the weight is formed.
@@ -644,6 +671,13 @@ class _SpectralLinearGram(torch.autograd.Function):
             return None, None, None, None, None
         x, weight, z = ctx.saved_tensors
         transposed, factor, q, diff, p, mu, scale, u, v = ctx.state
+        if torch.is_grad_enabled():  # create_graph: the gradients as the formed weight gives them
+            y = torch.nn.functional.linear(x, apply_function(_FormedWeight, weight, ctx.state))
+            wanted = [t for t in (x, weight) if t.requires_grad]
+            grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=True))
+            dx, d_weight = (next(grads) if t.requires_grad else None for t in (x, weight))
+            d_bias = dy.sum(0) if ctx.has_bias else None
+            return dx, d_weight, d_bias, None, None
         dtype = dy.dtype
         if ctx.formed:
             dx = dy @ z if ctx.needs_input_grad[0] else None
@@ -788,6 +822,7 @@ class _SmallSpectral(torch.autograd.Function):
         return result, new_u
 
     @staticmethod
+    @once_differentiable  # second derivatives would miss the state's: refuse them
     def backward(ctx, grad, _):
         if grad is None:
             return None, None, None
