@@ -637,7 +637,9 @@ class _SpectralLinearGram(torch.autograd.Function):
     it, the singular values of S/(σ+eps) lie within a factor ~4 of each other, and the Gram
     matrix is taken in the weight's dtype as well (`_gram_state(exact=False)`): its rounding
     moves the result no more than the rounding of the formed weight does (tested). The weight
-    that eval mode, bounds and certificates use is always formed in float64.
+    that eval mode, bounds and certificates use is always formed in float64. A backward that
+    autograd records (create_graph) goes through the formed weight (`_FormedWeight`), so input
+    gradients depend on the weight as they do through the formed weight.
     """
 
     @staticmethod
