@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tradeoff.nn import native
+
 ROOT = Path(__file__).resolve().parents[1]
 CC = shutil.which("cc") or shutil.which("gcc")
 HEADERS = (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
@@ -84,7 +86,9 @@ def test_builds_with_openmp(tmp_path):
     assert done.returncode == 0, done.stderr
     module = _load(tmp_path)
     assert module.OPENMP == 1 and _sorts(module)
-    assert _multiplies(_load(tmp_path, "_spectral"))
+    spectral = _load(tmp_path, "_spectral")
+    assert _multiplies(spectral)
+    assert spectral.INTERFACE == native.SPECTRAL_INTERFACE  # the loader accepts this build
 
 
 @needs_compiler
@@ -106,3 +110,21 @@ def test_a_failing_compiler_does_not_fail_the_build(tmp_path):
         assert f"C kernel tradeoff.nn.{name} was not built" in done.stderr
         assert fallback in done.stderr
         assert not list((tmp_path / "lib").rglob(f"{name}*"))
+
+
+def test_a_build_of_another_interface_is_refused(monkeypatch):
+    """A stale `_spectral` binary (an editable install not rebuilt after the source changed)
+    would be handed the wrong arguments: it is refused with a warning naming the fix."""
+    import types
+
+    stale = types.ModuleType("tradeoff.nn._spectral")  # a build from before INTERFACE existed
+    monkeypatch.setitem(sys.modules, "tradeoff.nn._spectral", stale)
+    native.spectral.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="pip install -e"):
+            assert native.spectral() is None
+        stale.INTERFACE = native.SPECTRAL_INTERFACE
+        native.spectral.cache_clear()
+        assert native.spectral() is stale
+    finally:
+        native.spectral.cache_clear()

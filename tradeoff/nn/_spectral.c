@@ -585,4 +585,15 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_spectral",
                                     "Scalar recursions of the spectral layers (see _spectral.c).",
                                     -1, methods};
 
-PyMODINIT_FUNC PyInit__spectral(void) { return PyModule_Create(&module); }
+/* Bumped whenever a function's arguments change: tradeoff/nn/native.py refuses a build of an
+ * older source (a stale editable install) instead of passing it the wrong arguments. */
+#define INTERFACE 2
+
+PyMODINIT_FUNC PyInit__spectral(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "INTERFACE", INTERFACE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

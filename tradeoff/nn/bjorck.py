@@ -34,12 +34,10 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
 from .tracing import apply_function, autocast_enabled, full_precision, traced
 
-try:
-    from . import _spectral  # C loops built by setup.py (see _spectral.c)
-except ImportError:  # no compiler at install time: the NumPy loops below
-    _spectral = None
+_spectral = native.spectral()  # C loops (_spectral.c), or None: torch ops and NumPy
 
 __all__ = [
     "bjorck_orthonormalize",

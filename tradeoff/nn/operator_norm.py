@@ -15,12 +15,10 @@ import math
 
 import torch
 
+from . import native
 from .tracing import traced
 
-try:
-    from . import _spectral  # C loops built by setup.py (see _spectral.c)
-except ImportError:
-    _spectral = None
+_spectral = native.spectral()  # C loops (_spectral.c), or None: torch ops and NumPy
 
 __all__ = [
     "REL_SLACK",
