@@ -21,6 +21,7 @@ OPENMP_DEFAULT = (["-O3", "-fopenmp"], ["-fopenmp"])
 NO_OPENMP = {"msvc": (["/O2"], [])}
 NO_OPENMP_DEFAULT = (["-O3"], [])
 OPENMP_EXTENSIONS = {"tradeoff.nn._pairsort"}
+HEADERS = ["tradeoff/nn/_kernels.h"]  # shipped in the sdist through MANIFEST.in
 
 
 FALLBACKS = {
@@ -53,8 +54,8 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension("tradeoff.nn._pairsort", ["tradeoff/nn/_pairsort.c"]),
-        Extension("tradeoff.nn._spectral", ["tradeoff/nn/_spectral.c"]),
+        Extension("tradeoff.nn._pairsort", ["tradeoff/nn/_pairsort.c"], depends=HEADERS),
+        Extension("tradeoff.nn._spectral", ["tradeoff/nn/_spectral.c"], depends=HEADERS),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

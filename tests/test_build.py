@@ -128,3 +128,24 @@ def test_a_build_of_another_interface_is_refused(monkeypatch):
         assert native.spectral() is stale
     finally:
         native.spectral.cache_clear()
+
+
+def test_the_sdist_ships_every_header_the_kernels_include(tmp_path):
+    """A build from the source archive needs the headers the C files include (MANIFEST.in)."""
+    import re
+    import tarfile
+
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (archive,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        shipped = {Path(name).name for name in tar.getnames()}
+    sources = list((ROOT / "tradeoff" / "nn").glob("*.c"))
+    included = {h for c in sources for h in re.findall(r'#include "([^"]+)"', c.read_text())}
+    assert included and {c.name for c in sources} | included <= shipped

@@ -15,16 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-/* One build runs the AVX2 loop where the CPU has it and the SSE2 one elsewhere. */
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-
-#ifdef _MSC_VER
-#define restrict __restrict
-#endif
+#include "_kernels.h" /* CLONES, restrict */
 
 #ifdef _OPENMP
 #define OPENMP 1

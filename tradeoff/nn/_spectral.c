@@ -18,16 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-/* One build runs the AVX2 loops where the CPU has it and the SSE2 ones elsewhere. */
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-
-#ifdef _MSC_VER
-#define restrict __restrict
-#endif
+#include "_kernels.h" /* CLONES, restrict */
 
 /* x / max(||x||, 1e-12), as bjorck._unit and bjorck._np_unit. */
 static void unit(const double *restrict x, double *restrict out, Py_ssize_t n) {

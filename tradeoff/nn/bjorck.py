@@ -25,6 +25,7 @@ side's products wherever the batch has fewer rows than the long side.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import os
 from pathlib import Path
@@ -614,7 +615,8 @@ class _FormedWeight(torch.autograd.Function):
 
 # Largest Björck multiplier at which `_SpectralLinearGram` mixes by P: float32 rounding of x·Wᵀ
 # is amplified by up to the largest multiplier, against none when the weight is formed.
-# Training keeps it near 1 (1.0-1.3 over two seed_table epochs); above, the weight is formed.
+# Training keeps it near 1 (1.0-1.3 over 2 epochs of two seed_table settings on Fashion-MNIST);
+# above, the weight is formed.
 FACTORED_MAX_MULTIPLIER = 4.0
 
 
@@ -755,10 +757,9 @@ def _small_forward(
     """
     rows = weight.shape[0]
     cols = weight.numel() // rows
-    n = min(rows, cols)
     w, u = _dense(weight), _dense(u0)
     result, new_u = torch.empty_like(w), torch.empty_like(u)
-    state = torch.empty(cols + 3 * n * n + n, dtype=torch.float64)
+    state = torch.empty(sum(_state_sizes(rows, cols)), dtype=torch.float64)
     v, q, diff, p, mu = _state_pointers(state, rows, cols)
     scale = _spectral.spectral_forward(
         _SYEVD, w.data_ptr(), w.dtype == torch.float64, rows, cols, u.data_ptr(),
@@ -768,20 +769,26 @@ def _small_forward(
     return result, new_u, state, scale
 
 
+def _state_sizes(rows: int, cols: int) -> list[int]:
+    """Lengths of v, Q, the divided differences, p and μ, in that order, in a `_small_forward`
+    state (float64, one buffer)."""
+    n = min(rows, cols)
+    return [cols, n * n, n * n, n * n, n]
+
+
 def _state_views(state: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, ...]:
     """(v, Q, divided differences, p, μ) of a `_small_forward` state."""
-    n = min(rows, cols)
-    v, q, diff, p, mu = state.split([cols, n * n, n * n, n * n, n])
+    v, q, diff, p, mu = state.split(_state_sizes(rows, cols))
+    n = mu.shape[0]
     return v, q.view(n, n), diff.view(n, n), p.view(n, n), mu
 
 
 def _state_pointers(state: torch.Tensor, rows: int, cols: int) -> tuple[int, ...]:
-    """Addresses of v, Q, the divided differences, p and μ in a `_small_forward` state."""
-    n = min(rows, cols)
+    """Addresses of v, Q, the divided differences, p and μ in a `_small_forward` state (no
+    views: this runs at every training step)."""
     address, size = state.data_ptr(), state.element_size()
-    return tuple(
-        address + size * k for k in (0, cols, cols + n * n, cols + 2 * n * n, cols + 3 * n * n)
-    )
+    offsets = itertools.accumulate(_state_sizes(rows, cols)[:-1], initial=0)
+    return tuple(address + size * k for k in offsets)
 
 
 def _small_backward(
