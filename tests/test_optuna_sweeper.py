@@ -43,7 +43,7 @@ from hydra_plugins.tradeoff_optuna_sweeper._storage import (
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# The loss families' keys, as Hydra composes conf/loss/<family>.yaml.
+# The loss families' keys, as Hydra composes tradeoff/conf/loss/<family>.yaml.
 FAMILY_KEYS = {
     "tau_cce": {"_target_", "family", "tau"},
     "hkr": {"_target_", "family", "alpha", "min_margin"},

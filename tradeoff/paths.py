@@ -1,5 +1,6 @@
-"""Where the project's Hydra configs (`conf/`) and named sweeps (`sweeps/`) live, and the
-check that an output folder can be written before any work is done."""
+"""Where the Hydra configs (`tradeoff/conf/`, shipped in the package) and the named sweeps
+(`tradeoff/conf/sweeps/`, plus `./sweeps/` of the working folder) live, and the check that an
+output folder can be written before any work is done."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ __all__ = [
     "OutputDirCheck",
     "OutputDirError",
     "conf_dir",
-    "project_root",
-    "sweeps_dir",
+    "sweep_files",
+    "user_sweeps_dir",
     "writable_dir",
 ]
 
@@ -70,19 +71,19 @@ def _check_or_exit(path: str, setting: str) -> None:
         sys.exit(2)
 
 
-def project_root() -> Path:
-    """$TRADEOFF_HOME, else the checkout holding this package (editable install), else cwd."""
-    if os.environ.get("TRADEOFF_HOME"):
-        return Path(os.environ["TRADEOFF_HOME"]).resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "conf" / "config.yaml").exists():
-        return checkout
-    return Path.cwd()
-
-
 def conf_dir() -> Path:
-    return project_root() / "conf"
+    """The Hydra configs shipped inside the package (`tradeoff/conf/`)."""
+    return Path(__file__).resolve().parent / "conf"
 
 
-def sweeps_dir() -> Path:
-    return project_root() / "sweeps"
+def user_sweeps_dir() -> Path:
+    """`./sweeps/` of the working folder: sweep files of the user's own, found beside ours."""
+    return Path.cwd() / "sweeps"
+
+
+def sweep_files() -> dict[str, Path]:
+    """Sweep name → file, the package's named sweeps overridden by same-named user files."""
+    files = {p.stem: p for p in sorted((conf_dir() / "sweeps").glob("*.yaml"))}
+    if user_sweeps_dir().is_dir():
+        files.update({p.stem: p for p in sorted(user_sweeps_dir().glob("*.yaml"))})
+    return dict(sorted(files.items()))

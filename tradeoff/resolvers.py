@@ -1,4 +1,4 @@
-"""OmegaConf resolvers used by the configs in conf/ (registered on import)."""
+"""OmegaConf resolvers used by the configs in tradeoff/conf/ (registered on import)."""
 
 from __future__ import annotations
 

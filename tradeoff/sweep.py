@@ -1,8 +1,10 @@
-"""`tradeoff-sweep NAME [overrides]`: run the named sweep `sweeps/NAME.yaml` as a Hydra multirun.
+"""`tradeoff-sweep NAME [overrides]`: run the named sweep NAME as a Hydra multirun.
 
-A sweep file is an experiment-style config (`# @package _global_`) that overrides just what it
-changes and lists its grid under `hydra.sweeper.params` (or selects a sweeper plugin).
-`tradeoff-sweep --list` shows the names with their descriptions.
+A sweep is a file of the config group `sweeps` (`tradeoff/conf/sweeps/NAME.yaml`, or
+`./sweeps/NAME.yaml` in the working folder for sweeps of your own): an experiment-style config
+(`# @package _global_`) that overrides just what it changes and lists its grid under
+`hydra.sweeper.params` (or selects a sweeper plugin). `tradeoff-sweep --list` shows the names
+with their descriptions.
 """
 
 from __future__ import annotations
@@ -13,17 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from .paths import project_root, sweeps_dir
+from .paths import sweep_files, user_sweeps_dir
 
 __all__ = ["available", "describe", "main"]
 
 
 def available() -> dict[str, str]:
-    """Sweep name → one-line description, from the files in `sweeps/`."""
-    out = {}
-    for path in sorted(sweeps_dir().glob("*.yaml")):
-        out[path.stem] = describe(path)
-    return out
+    """Sweep name → one-line description, from the package's sweeps and `./sweeps/`."""
+    return {name: describe(path) for name, path in sweep_files().items()}
 
 
 def describe(path: Path) -> str:
@@ -36,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="tradeoff-sweep",
-        description="Run a named sweep from sweeps/ as a Hydra multirun logged to MLflow.",
+        description="Run a named sweep (tradeoff's own, or ./sweeps/NAME.yaml) as a Hydra "
+        "multirun logged to MLflow.",
         epilog="Any further arguments are Hydra overrides, e.g. data=fashion_mnist train.epochs=5",
     )
     parser.add_argument("name", nargs="?", help="sweep name (see --list)")
@@ -54,13 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown sweep {args.name!r}; available: {', '.join(sweeps)}")
     from .train import main as train_main
 
-    sys.argv = [
-        "tradeoff-sweep",
-        "--multirun",
-        f"--config-dir={project_root()}",
-        f"+sweeps={args.name}",
-        *overrides,
-    ]
+    user_dir = [f"--config-dir={user_sweeps_dir().parent}"] if user_sweeps_dir().is_dir() else []
+    sys.argv = ["tradeoff-sweep", "--multirun", *user_dir, f"+sweeps={args.name}", *overrides]
     train_main()
 
 

@@ -21,11 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import resolvers  # noqa: F401  (registers ${first_set:...} used in conf/)
+from . import resolvers  # noqa: F401  (registers ${first_set:...} used in tradeoff/conf/)
 from .allocator import tune_allocator
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
-from .paths import conf_dir
 from .tracking import RunTracker, check_tracking_uri, parent_run_id, resolve_tracking_uri
 
 log = logging.getLogger("tradeoff.train")
@@ -199,7 +198,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, float]:
     """Console entry point (`tradeoff-train`)."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN

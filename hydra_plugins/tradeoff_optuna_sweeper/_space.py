@@ -8,7 +8,7 @@ Conditional spaces: when a parameter is a config *group* (`loss: choice(tau_cce,
 its options is composed through Hydra's config loader and the keys of its node recorded; a
 parameter under that node (`loss.tau`) is then only sampled, or applied, in trials whose option
 has the key. So a trial never carries a parameter its loss ignores, and which parameters belong
-to which family comes from conf/loss/*.yaml, not from a table here.
+to which family comes from tradeoff/conf/loss/*.yaml, not from a table here.
 """
 
 from __future__ import annotations
