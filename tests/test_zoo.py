@@ -126,12 +126,13 @@ def test_eval_mode_caches_until_the_weights_change():
     torch.manual_seed(0)
     layer = lnn.SpectralLinear(6, 4)
     layer.eval()
-    first = layer.weight
-    assert layer.weight is first  # cached, not recomputed
-    assert not first.requires_grad
     with torch.no_grad():
+        first = layer.weight
+        assert layer.weight is first  # cached, not recomputed
+        assert not first.requires_grad
         layer.parametrizations.weight.original.add_(0.1)
-    assert layer.weight is not first
+        assert layer.weight is not first
+    assert layer.weight.requires_grad  # with autograd on, the cache carries the gradient
     layer.train()
     assert layer.weight.requires_grad
 

@@ -3,7 +3,9 @@
 Each class is a `torch.nn.utils.parametrize` module: registered on a standard `nn.Linear` or
 `nn.Conv2d`, it maps the free parameter to the constrained weight the layer uses. In training
 mode the constrained weight is recomputed once per forward (one training step); in eval mode
-it is computed once, without autograd, and cached until the parameter changes. Under autocast
+it is computed once, without autograd, and cached until the content of the parameter or of a
+buffer it was computed from changes (by any write, `.data` and NumPy included); a backward pass
+through the cache still reaches the parameter (`_EvalWeight`). Under autocast
 it is still computed in the parameter's dtype, and autocast casts it for the layer's own op.
 """
 
@@ -14,44 +16,102 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .bjorck import spectral_bjorck, spectral_bjorck_linear
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm, tap_drift
-from .tracing import apply_function, full_precision
+from .tracing import apply_function, full_precision, traced
 
 __all__ = ["AOL_SIDES", "AOLRescale", "CachedParametrization", "SpectralBjorck"]
 
 
 class CachedParametrization(nn.Module):
-    """Base class: subclasses implement `compute(weight)`; eval mode caches its result."""
+    """Base class: subclasses implement `compute(weight)`; eval mode caches its result.
+
+    The cache is rebuilt whenever the weight or a buffer it was computed from differs in
+    content (compared exactly: writes through `.data` or NumPy bump no version counter), or the
+    subclass's `cache_settings()` differ. With autograd on, the cached weight is returned
+    through `_EvalWeight`, whose backward pass recomputes `compute` with autograd: an optimizer
+    step taken in eval mode trains the weight, and attacks that only differentiate the input
+    cost nothing extra.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
+        self._cache_inputs: tuple[torch.Tensor, ...] = ()
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _state_key(self, weight: torch.Tensor) -> tuple:
-        buffers = tuple((b.data_ptr(), b._version) for b in self.buffers(recurse=False))
-        return (weight.data_ptr(), weight._version, weight.dtype, weight.device, buffers)
+    def cache_settings(self) -> tuple:
+        """The plain attributes `compute` reads besides its weight and buffers."""
+        return ()
+
+    def _inputs(self, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (weight, *self.buffers(recurse=False))
+
+    def _cache_valid(self, weight: torch.Tensor, key: tuple) -> bool:
+        if self._cache is None or self._cache_key != key:
+            return False
+        now = self._inputs(weight)
+        return len(now) == len(self._cache_inputs) and all(
+            a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+            for a, b in zip(now, self._cache_inputs, strict=True)
+        )
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training or traced(weight):
             self._cache = None
             with full_precision(weight.device.type):
                 return self.compute(weight)
-        key = self._state_key(weight)
-        if self._cache is None or self._cache_key != key:
+        key = (self.cache_settings(), weight.dtype, weight.device)
+        if not self._cache_valid(weight, key):
+            self._cache_inputs = tuple(t.detach().clone() for t in self._inputs(weight))
             with torch.no_grad(), full_precision(weight.device.type):
                 self._cache = self.compute(weight)
             self._cache_key = key
+        if (
+            torch.is_grad_enabled()
+            and weight.requires_grad
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            return _EvalWeight.apply(weight, self._cache, self)
         return self._cache
 
     def train(self, mode: bool = True) -> CachedParametrization:
         self._cache = None
+        self._cache_inputs = ()
         return super().train(mode)
+
+
+class _EvalWeight(torch.autograd.Function):
+    """The cached eval-mode weight, differentiable in the weight it was computed from: the
+    forward pass returns the cache; the backward pass recomputes `compute` (in eval mode, with
+    autograd) and differentiates it. Runs only where autograd asks for the weight's gradient."""
+
+    @staticmethod
+    def forward(
+        ctx, weight: torch.Tensor, cached: torch.Tensor, param: CachedParametrization
+    ) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        ctx.param = param
+        return cached.view_as(cached)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (weight,) = ctx.saved_tensors
+        param = ctx.param
+        training, param.training = param.training, False
+        try:
+            with torch.enable_grad(), full_precision(weight.device.type):
+                w = weight.detach().requires_grad_()
+                (d_weight,) = torch.autograd.grad(param.compute(w), w, grad)
+        finally:
+            param.training = training
+        return d_weight, None, None
 
 
 class SpectralBjorck(CachedParametrization):
@@ -113,6 +173,9 @@ class SpectralBjorck(CachedParametrization):
             self.max_power_iter,
             self.max_bjorck_iter,
         )
+
+    def cache_settings(self) -> tuple:
+        return (self.settings(), self.conv_geometry)
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         kernel, u = spectral_bjorck(weight, self.u, *self.settings())
@@ -265,6 +328,9 @@ class AOLRescale(CachedParametrization):
             raise ValueError(f"side must be one of {AOL_SIDES} (got {side!r})")
         self.eps = eps
         self.side = side
+
+    def cache_settings(self) -> tuple:
+        return (self.eps, self.side)
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 2 and self.side == "output":
