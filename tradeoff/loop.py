@@ -3,6 +3,10 @@
 Datasets are small enough to live as tensors on the device, so batches are slices of a
 shuffled index rather than a DataLoader. Evaluation computes the logits once and turns them
 into certificates with constants computed once per evaluation (`Certifier`).
+
+A run trains for a number of epochs or until a wall-clock budget is spent (`tradeoff.budget`),
+with an optional per-batch learning-rate schedule (`tradeoff.schedules`), augmentation of the
+training batches (`tradeoff.data.augment`) and gradient-norm clipping; it reports its cost.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .budget import Budget
 from .certificates import Certifier, summarize
+from .cost import parameter_count, peak_memory_mb, reset_peak_memory
+from .data.augment import Augment
+from .schedules import Schedule, ScheduledLR
 
 __all__ = [
     "EpochEnd",
@@ -35,6 +43,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EpochEnd = Callable[[int, dict[str, float]], None]
+StepEnd = Callable[[], bool]
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,11 +63,17 @@ class Evaluation:
 
 @dataclass
 class FitResult:
-    """Per-epoch history (one dict of metrics per epoch) and the final test evaluation."""
+    """Per-epoch history (one dict of metrics per epoch), the final test evaluation and what
+    the run spent (`cost`: train/seconds, train/images_per_second, train/peak_memory_mb,
+    train/steps, train/epochs_done, model/params)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     test: Evaluation | None = None
     seconds: float = 0.0
+    steps: int = 0
+    epochs_done: float = 0.0
+    stopped_at_budget: bool = False
+    cost: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -90,13 +105,23 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     progress: tqdm | None = None,
+    augment: Augment | None = None,
+    grad_clip: float | None = None,
+    on_step: StepEnd | None = None,
 ) -> float:
-    """One pass over (x, y) in shuffled batches; returns the mean training loss."""
+    """One pass over (x, y) in shuffled batches; returns the mean training loss.
+
+    `augment` maps each batch (drawing from `generator`); `grad_clip` caps the gradient's
+    global L2 norm; `on_step()` runs after every optimiser step, and returning False ends the
+    epoch there (a budget that is spent).
+    """
     model.train()
     total, count = torch.zeros((), device=x.device), 0
     for idx in minibatches(len(x), batch_size, generator):
         idx = idx.to(x.device)
         xb, yb = x[idx], y[idx]
+        if augment is not None:
+            xb = augment(xb, generator)
         loss = loss_fn(model(xb), yb)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -105,11 +130,15 @@ def train_epoch(
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total += loss.detach() * len(idx)
         count += len(idx)
         if progress is not None:
             progress.update(len(idx))
+        if on_step is not None and not on_step():
+            break
     return float(total) / max(count, 1)
 
 
@@ -135,12 +164,40 @@ def evaluate(
     return Evaluation(metrics, radii.cpu(), (pred == y).cpu(), y.cpu(), pred.cpu())
 
 
-def _progress(total: int, epoch: int, epochs: int, show: bool | None) -> tqdm | None:
+def _progress(total: int, epoch: int, epochs: int | None, show: bool | None) -> tqdm | None:
     if show is None:
         show = sys.stderr.isatty()
     if not show:
         return None
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=False)
+    desc = f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
+class _AfterStep:
+    """Runs after every optimiser step: counts it, moves the schedule, watches the budget.
+
+    Under a budget the schedule's length is estimated as the comparison study did: during the
+    first epoch from the pace of its steps so far, then once from the whole first epoch
+    (training and validation); `cap` (epochs × steps per epoch) bounds it.
+    """
+
+    def __init__(self, scheduler: ScheduledLR | None, budget: Budget | None, cap: int | None):
+        self.scheduler, self.budget, self.cap = scheduler, budget, cap
+        self.steps = 0
+        self.estimating = budget is not None and scheduler is not None
+
+    def lay(self, total: int) -> None:
+        """Stretch the schedule over `total` steps (at most `cap`)."""
+        if self.scheduler is not None:
+            self.scheduler.total_steps = max(1, min(total, self.cap or total))
+
+    def __call__(self) -> bool:
+        self.steps += 1
+        if self.scheduler is not None:
+            if self.estimating:
+                self.lay(self.budget.steps_for(self.steps, self.budget.elapsed))
+            self.scheduler.step()
+        return self.budget is None or not self.budget.spent()
 
 
 def fit(
@@ -151,30 +208,52 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor] | None,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
-    epochs: int,
+    epochs: int | None = None,
     batch_size: int,
     seed: int = 0,
     eps: Sequence[float] = (),
     on_epoch_end: EpochEnd | None = None,
     progress: bool | None = None,
+    budget_seconds: float | None = None,
+    schedule: Schedule | None = None,
+    augment: Augment | None = None,
+    grad_clip: float | None = None,
 ) -> FitResult:
-    """Train for `epochs`, evaluating on `val` after each epoch and on `test` at the end.
+    """Train for `epochs`, or until `budget_seconds` of wall clock are spent, evaluating on
+    `val` after each epoch and on `test` at the end.
 
-    Per epoch: `train/loss`, `val/<metric>` for every metric of `evaluate`. `on_epoch_end`
+    With a budget, `epochs` (if given) is an upper limit; the budget is checked between
+    batches, and the epoch it ends is cut there, evaluated on `val` and counted as a fraction
+    (`epochs_done`). `schedule` is stepped once per batch over all the run's steps (under a
+    budget: the steps it is estimated to buy). Per epoch: `train/loss`, `train/lr`,
+    `train/epoch_seconds`, `val/<metric>` for every metric of `evaluate`. `on_epoch_end`
     receives (epoch, metrics) as soon as they exist, so a tracker never loses a finished epoch.
     Raises `TrainingDiverged` on a non-finite loss.
     """
-    if epochs < 1:
+    if epochs is None and budget_seconds is None:
+        raise ValueError("give epochs or budget_seconds")
+    if epochs is not None and epochs < 1:
         raise ValueError(f"epochs must be >= 1 (got {epochs})")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+    if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
+        raise ValueError(f"grad_clip must be a finite number > 0 (got {grad_clip})")
     generator = torch.Generator().manual_seed(seed)
     x_train, y_train = train
+    device = x_train.device
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    cap = epochs * steps_per_epoch if epochs is not None else None
+    budget = Budget(budget_seconds) if budget_seconds is not None else None
+    scheduler = schedule.build(optimizer, cap or steps_per_epoch) if schedule else None
+    after_step = _AfterStep(scheduler, budget, cap)
     result = FitResult()
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    reset_peak_memory(device)
+    start, train_seconds, images = time.perf_counter(), 0.0, 0
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        epoch += 1
         bar = _progress(len(x_train), epoch, epochs, progress)
-        t0 = time.perf_counter()
+        t0, steps_before = time.perf_counter(), after_step.steps
         try:
             loss = train_epoch(
                 model,
@@ -185,24 +264,52 @@ def fit(
                 batch_size=batch_size,
                 generator=generator,
                 progress=bar,
+                augment=augment,
+                grad_clip=grad_clip,
+                on_step=after_step,
             )
         finally:
             if bar is not None:
                 bar.close()
-        metrics = {"train/loss": loss, "train/epoch_seconds": time.perf_counter() - t0}
+        seconds = time.perf_counter() - t0
+        steps = after_step.steps - steps_before
+        train_seconds += seconds
+        images += min(steps * batch_size, len(x_train))
+        result.epochs_done += steps / steps_per_epoch
+        metrics = {
+            "train/loss": loss,
+            "train/lr": float(optimizer.param_groups[0]["lr"]),
+            "train/epoch_seconds": seconds,
+        }
         if val is not None and len(val[0]):
             ev = evaluate(model, *val, eps=eps)
             metrics.update({f"val/{k}": v for k, v in ev.metrics.items()})
         result.history.append(metrics)
         log.info(
-            "epoch %d/%d  %s",
+            "epoch %d%s  %s",
             epoch,
-            epochs,
+            f"/{epochs}" if budget is None else "",
             "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if math.isfinite(v)),
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
+        if after_step.estimating:  # the whole first epoch's pace, validation included
+            after_step.lay(budget.steps_for(after_step.steps, budget.elapsed))
+            after_step.estimating = False
+        if budget is not None and budget.spent():
+            result.stopped_at_budget = True
+            log.info("budget of %.4g s spent after %d steps", budget.seconds, after_step.steps)
+            break
     if test is not None:
         result.test = evaluate(model, *test, eps=eps)
     result.seconds = time.perf_counter() - start
+    result.steps = after_step.steps
+    result.cost = {
+        "train/seconds": result.seconds,
+        "train/images_per_second": images / train_seconds if train_seconds > 0 else math.nan,
+        "train/peak_memory_mb": peak_memory_mb(device),
+        "train/steps": float(result.steps),
+        "train/epochs_done": result.epochs_done,
+        "model/params": float(parameter_count(model)),
+    }
     return result
