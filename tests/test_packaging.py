@@ -36,7 +36,6 @@ def wheel(tmp_path_factory) -> Path:
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-w",
             str(out),
             ".",
@@ -67,7 +66,7 @@ def test_installed_wheel_sweeps_and_reports_from_an_empty_folder(wheel, tmp_path
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=True)
     python = env_dir / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--no-build-isolation", str(wheel)], tmp_path)
+    _run([str(python), "-m", "pip", "install", str(wheel)], tmp_path)
     work = tmp_path / "empty"
     work.mkdir()
     env = {
