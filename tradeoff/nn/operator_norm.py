@@ -26,6 +26,7 @@ __all__ = [
     "block_norms",
     "conv2d_frequency_blocks",
     "conv2d_operator_norm",
+    "dilate_kernel",
     "frequency_block_frobenius",
     "gram_iteration_norm",
     "spectral_norm",
@@ -86,13 +87,7 @@ def conv2d_operator_norm(
 
     `padding` is the total zero padding (top + bottom, left + right) the layer applies.
     """
-    w = weight.detach().to(torch.float64)
-    if dilation != (1, 1):
-        out_c, in_c, kh, kw = w.shape
-        dh, dw = dilation
-        dilated = w.new_zeros(out_c, in_c, (kh - 1) * dh + 1, (kw - 1) * dw + 1)
-        dilated[:, :, ::dh, ::dw] = w
-        w = dilated
+    w = dilate_kernel(weight.detach().to(torch.float64), dilation)
     if groups > 1:
         return max(
             conv2d_operator_norm(g, input_size, stride, padding, (1, 1), 1, circular)
@@ -100,6 +95,17 @@ def conv2d_operator_norm(
         )
     blocks, scale = conv2d_frequency_blocks(w, input_size, stride, padding, circular)
     return spectral_norm(blocks) * scale
+
+
+def dilate_kernel(weight: torch.Tensor, dilation: tuple[int, int]) -> torch.Tensor:
+    """The kernel (out, in, kh, kw) with its taps spread `dilation` apart (zeros between)."""
+    if tuple(dilation) == (1, 1):
+        return weight
+    out_c, in_c, kh, kw = weight.shape
+    dh, dw = dilation
+    dilated = weight.new_zeros(out_c, in_c, (kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    dilated[:, :, ::dh, ::dw] = weight
+    return dilated
 
 
 def conv2d_frequency_blocks(

@@ -20,6 +20,7 @@ __all__ = [
     "ScaledAvgPool2d",
     "ScaledGlobalAvgPool2d",
     "ScaledL2NormPool2d",
+    "pool_windows",
     "window_overlap",
 ]
 
@@ -29,8 +30,34 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def window_overlap(kernel_size: tuple[int, int], stride: tuple[int, int]) -> int:
-    """Most windows any one pixel belongs to."""
+    """Most windows any one pixel belongs to (unpadded, undilated windows)."""
     return math.ceil(kernel_size[0] / stride[0]) * math.ceil(kernel_size[1] / stride[1])
+
+
+def pool_windows(
+    size: int,
+    kernel: int,
+    stride: int,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> list[tuple[list[int], int]]:
+    """The windows of one axis of a torch pooling layer, placed as torch places them.
+
+    For each output: the input indices it reads (those inside the input) and its span in the
+    padded input, which `AvgPool2d(count_include_pad=True)` divides by. Padding, dilation and
+    `ceil_mode` (a last window that starts inside the input or its left padding) included.
+    """
+    span = dilation * (kernel - 1) + 1
+    out = (size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    windows = []
+    for o in range(max(out, 0)):
+        start = o * stride - padding
+        inside = [i for i in range(start, start + span, dilation) if 0 <= i < size]
+        windows.append((inside, min(start + span, size + padding) - start))
+    return windows
 
 
 class _WindowPool(nn.Module):
