@@ -98,13 +98,67 @@ def test_logged_model_reproduces_logged_accuracy(quick_sweep):
     )
 
 
+def test_experiment_and_parent_run_as_the_mlflow_ui_shows_them(quick_sweep):
+    """The experiment opens on training runs with the sweep's description; the parent run holds
+    the sweep's summary metrics (what the collapsed runs table and the chart view show)."""
+    cwd, _ = quick_sweep
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    experiment = MlflowClient(uri).get_experiment_by_name("quick")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    from tradeoff.sweep import available
+
+    assert experiment.tags["mlflow.note.content"] == available()["quick"]
+    runs = _runs(uri, "quick")
+    parent = runs[runs["tags.tradeoff.role"] == "sweep"].iloc[0]
+    children = runs[runs["tags.tradeoff.role"] == "job"]
+    assert parent["metrics.sweep/runs"] == 2
+    assert parent["metrics.sweep/best_test_accuracy"] == children["metrics.test/accuracy"].max()
+    assert parent["metrics.sweep/best_test_mean_certificate"] == pytest.approx(
+        children["metrics.test/mean_certificate"].max()
+    )
+    assert 1 <= parent["metrics.sweep/front_runs"] <= 2
+    assert 0 < parent["metrics.sweep/hypervolume"] <= 1
+
+
+def test_rerun_reopens_the_parent_and_the_report_attaches_to_it(quick_sweep):
+    cwd, _ = quick_sweep
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    before = _runs(uri, "quick")
+    again = _cli(["tradeoff-sweep", "quick", "train.threads=1"], cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = _runs(uri, "quick")
+    assert len(runs) == len(before)  # no second, empty parent run
+    parent = runs[runs["tags.tradeoff.role"] == "sweep"]
+    assert list(parent["run_id"]) == list(
+        before.loc[before["tags.tradeoff.role"] == "sweep", "run_id"]
+    )
+    assert parent["status"].item() == "FINISHED"
+    report = _cli(["tradeoff-report", "quick"], cwd)
+    assert report.returncode == 0, report.stderr[-3000:]
+    run_id = parent["run_id"].item()
+    assert f"attached to sweep run {run_id}" in report.stdout
+    attached = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "report")}
+    assert attached == {"report/quick.pdf", "report/quick_front.png", "report/quick_front.csv"}
+
+
+def test_a_single_run_lands_in_the_adhoc_experiment(tmp_path):
+    args = ["data=digits", "train.epochs=1", "train.threads=1", "tracking.log_model=false"]
+    proc = _cli(["tradeoff-train", *args], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = MlflowClient(uri).get_experiment_by_name("adhoc")
+    assert experiment.tags["mlflow.note.content"].startswith("Runs of `tradeoff-train`")
+    runs = _runs(uri, "adhoc")
+    assert list(runs["status"]) == ["FINISHED"] and list(runs["tags.tradeoff.role"]) == ["job"]
+
+
 def test_bad_override_fails_early_and_leaves_no_running_run(tmp_path):
     proc = _cli(["tradeoff-train", "data=digits", "loss.tau=-1"], tmp_path)
     assert proc.returncode != 0
     assert "tau" in proc.stderr and "> 0" in proc.stderr
     db = tmp_path / "mlflow.db"
     if db.exists():
-        runs = _runs(f"sqlite:///{db}", "tradeoff")
+        runs = _runs(f"sqlite:///{db}", "adhoc")
         assert "RUNNING" not in set(runs.get("status", []))
 
 

@@ -1,8 +1,11 @@
 """The one place that talks to MLflow: experiments, sweep parent runs, job runs and artifacts.
 
-A sweep is an MLflow parent run created in the launching process (`SweepCallback`), its jobs
-are child runs (`mlflow.parentRunId`). Each job logs its whole resolved config as params, its
-metrics per epoch, the test metrics, per-sample certificates, the model and its vanilla export.
+Every experiment is tagged as model training (the MLflow UI then opens on its runs) and carries
+its sweep's description. A sweep is an MLflow parent run opened in the launching process
+(`SweepCallback`), its jobs are child runs (`mlflow.parentRunId`); running the same sweep again
+reopens the same parent, and at the end the parent gets the sweep's summary metrics. Each job
+logs its whole resolved config as params, its metrics per epoch, the test metrics, per-sample
+certificates, the model and its vanilla export.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import mlflow
 import pandas as pd
 import torch
 from hydra.experimental.callback import Callback
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -56,6 +59,16 @@ PARENT_RUN_ENV = "TRADEOFF_PARENT_RUN_ID"
 PARENT_RUN_FILE = "mlflow_parent_run.json"
 # Keys that do not change what a run computes: left out of the config hash.
 _NON_SEMANTIC = ("tracking", "sweep", "hydra", "train.threads", "train.progress", "train.device")
+# The experiment of runs outside a named sweep (also their multirun folder: multirun/adhoc/).
+ADHOC_EXPERIMENT = "adhoc"
+ADHOC_DESCRIPTION = (
+    "Runs of `tradeoff-train` outside a named sweep: one run per `tradeoff-train`, one parent "
+    "run per `tradeoff-train -m` with its jobs as child runs. `tracking.experiment=NAME` files "
+    "runs elsewhere."
+)
+# Makes the MLflow UI (3.x) open an experiment on its training runs, not on GenAI traces.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+NOTE = "mlflow.note.content"  # the description MLflow shows for an experiment or a run
 
 T = TypeVar("T")
 
@@ -97,8 +110,8 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
 
 
 def experiment_name(cfg: DictConfig) -> str:
-    """`tracking.experiment`, else the sweep's name, else "tradeoff"."""
-    return cfg.tracking.get("experiment") or cfg.get("sweep", {}).get("name") or "tradeoff"
+    """`tracking.experiment`, else the sweep's name, else "adhoc" (runs outside a sweep)."""
+    return cfg.tracking.get("experiment") or cfg.get("sweep", {}).get("name") or ADHOC_EXPERIMENT
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -180,19 +193,50 @@ def with_retries(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: 
     raise AssertionError("unreachable")
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """Id of experiment `name`, created if missing (restored if deleted)."""
+def ensure_experiment(
+    client: MlflowClient,
+    name: str,
+    description: str | None = None,
+    *,
+    default_description: str | None = None,
+) -> str:
+    """Id of experiment `name`, created if missing (restored if deleted), tagged as model
+    training; `description` becomes its note, `default_description` only when it has none.
+
+    Tags are written only when they differ, so the jobs of a sweep add no store writes.
+    """
+    tags = dict(EXPERIMENT_KIND)
+    if description:
+        tags[NOTE] = description
     exp = with_retries(client.get_experiment_by_name, name)
     if exp is None:
+        if default_description and NOTE not in tags:
+            tags[NOTE] = default_description
         try:
-            return with_retries(client.create_experiment, name)
+            return with_retries(client.create_experiment, name, tags=tags)
         except mlflow.exceptions.MlflowException:
             exp = with_retries(client.get_experiment_by_name, name)  # created concurrently
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
         with_retries(client.restore_experiment, exp.experiment_id)
+    if default_description and not exp.tags.get(NOTE):
+        tags.setdefault(NOTE, default_description)
+    for key, value in tags.items():
+        if exp.tags.get(key) != value:
+            with_retries(client.set_experiment_tag, exp.experiment_id, key, value)
     return exp.experiment_id
+
+
+def open_experiment(client: MlflowClient, cfg: DictConfig) -> str:
+    """Id of the experiment `cfg` logs to (`experiment_name`), with the sweep's description."""
+    sweep = cfg.get("sweep") or {}
+    return ensure_experiment(
+        client,
+        experiment_name(cfg),
+        sweep.get("description"),
+        default_description=None if sweep.get("name") else ADHOC_DESCRIPTION,
+    )
 
 
 _OPENED: set[str] = set()  # sqlite stores this process has opened (created or migrated)
@@ -277,11 +321,142 @@ def find_finished(client: MlflowClient, experiment_id: str, cfg_hash: str) -> Ru
 # -- sweeps ------------------------------------------------------------------------------------
 
 
-class SweepCallback(Callback):
-    """Hydra callback: the sweep's MLflow parent run, created before any job starts.
+def quote_filter(value: str) -> str:
+    """`value` as a string literal of an MLflow search filter."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    Creating the store and the experiment here, once, also avoids several job processes
-    migrating a fresh sqlite database at the same time.
+
+def _semantic(key: str) -> bool:
+    """Whether an override of `key` can change what the jobs compute (see _NON_SEMANTIC)."""
+    return not any(key == p or key.startswith((p + ".", p + "/")) for p in _NON_SEMANTIC)
+
+
+def sweep_key(config: DictConfig) -> tuple[str, str]:
+    """(key, label) of a grid sweep: what makes a later invocation the same sweep.
+
+    The key hashes the sweep's name, the fixed command-line overrides that change what the jobs
+    compute, and the names of the swept keys (not their values, so a grid may grow, and a
+    resumed sweep is the same sweep). The label lists the fixed overrides, e.g.
+    `data=fashion_mnist`, for the parent run's name.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    name = (config.get("sweep") or {}).get("name") or ADHOC_EXPERIMENT
+    swept = {str(k) for k in config.hydra.sweeper.get("params") or {}}
+    fixed = []
+    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        key = override.key_or_group
+        if key == "sweeps" or not _semantic(key):
+            continue
+        if override.is_sweep_override() or key in swept:
+            swept.add(key)
+        else:
+            fixed.append(str(override.input_line or key))
+    blob = json.dumps([name, sorted(fixed), sorted(swept)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16], " ".join(fixed)
+
+
+def _find_parent(
+    client: MlflowClient, experiment_id: str, identity: Mapping[str, str]
+) -> str | None:
+    """The oldest live run of the experiment carrying every tag of `identity`."""
+    query = " and ".join(f"tags.`{k}` = {quote_filter(v)}" for k, v in identity.items())
+    runs = with_retries(
+        client.search_runs,
+        [experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def open_parent_run(
+    client: MlflowClient,
+    experiment_id: str,
+    identity: Mapping[str, str],
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    new_tags: Mapping[str, str] | None = None,
+) -> tuple[str, bool]:
+    """The sweep parent run carrying the tags `identity`, reopened as RUNNING, else a new one
+    (with `new_tags` too); returns (run id, whether this call created it).
+
+    `tags`, this process's host and pid and the git commit are set either way, so they describe
+    the latest invocation; the `error` tag of an earlier failed invocation is removed. When two
+    processes create the same parent at once, both keep the oldest.
+    """
+    identity = {"tradeoff.role": "sweep", **identity}
+    commit = git_commit()
+    latest = {**tags, **_process_tags(), "git_commit": commit, "mlflow.source.git.commit": commit}
+    found = _find_parent(client, experiment_id, identity)
+    if found is None:
+        all_tags = {**identity, **(new_tags or {}), **latest}
+        mine = with_retries(
+            client.create_run, experiment_id, run_name=run_name[:250], tags=all_tags
+        ).info.run_id
+        found = _find_parent(client, experiment_id, identity) or mine
+        if found == mine:
+            return mine, True
+        with_retries(client.delete_run, mine)
+    with_retries(client.update_run, found, status="RUNNING")
+    with_retries(client.log_batch, found, tags=[RunTag(k, str(v)) for k, v in latest.items()])
+    if "error" in with_retries(client.get_run, found).data.tags:
+        with_retries(client.delete_tag, found, "error")
+    return found, False
+
+
+def close_parent_run(
+    client: MlflowClient, run_id: str, status: str, *, experiment: str, created: bool
+) -> None:
+    """End a sweep's parent run, first logging the sweep's summary metrics on it (runs, runs on
+    the front, hypervolume, best accuracy and certificate: `tradeoff.report.summary`).
+
+    A parent this invocation created that holds no job run, because every job had a FINISHED
+    twin elsewhere, is deleted instead: running a finished sweep again adds no empty run.
+    """
+    experiment_id = with_retries(client.get_run, run_id).info.experiment_id
+    children = with_retries(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = {quote_filter(run_id)}",
+        max_results=1,
+    )
+    if created and not children:
+        with_retries(client.delete_run, run_id)
+        log.info("every job was done already: the new sweep run %s is deleted", run_id)
+        return
+    try:
+        from .report.summary import sweep_summary
+
+        now = int(time.time() * 1000)
+        metrics = sweep_summary(experiment, run_id, client.tracking_uri)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        with_retries(client.log_batch, run_id, metrics=batch)
+    except Exception as exc:  # the jobs' runs are safe: a summary is not worth failing over
+        log.warning("could not log the summary of sweep run %s: %s", run_id, exc)
+    with_retries(client.set_terminated, run_id, status)
+
+
+def write_parent_file(
+    sweep_dir: str | os.PathLike[str], run_id: str, experiment_id: str, uri: str
+) -> None:
+    """`mlflow_parent_run.json` in the sweep folder: how job processes find their parent run."""
+    folder = Path(sweep_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": run_id, "experiment_id": experiment_id, "uri": uri}
+    (folder / PARENT_RUN_FILE).write_text(json.dumps(record))
+
+
+class SweepCallback(Callback):
+    """Hydra callback: the sweep's MLflow parent run, opened before any job starts and given the
+    sweep's summary metrics after the last one ends.
+
+    Running the same sweep again (same name, fixed overrides and swept keys: `sweep_key`)
+    reopens its parent: a resumed sweep's jobs join the runs of the first invocation. Opening the
+    store and the experiment here, once, also avoids several job processes migrating a fresh
+    sqlite database at the same time.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -292,59 +467,56 @@ class SweepCallback(Callback):
         client = _client(uri)
         if config.hydra.sweeper.get("manages_mlflow_parent", False):
             return  # the sweeper (e.g. the Optuna study sweeper) makes its own parent run
-        exp_id = ensure_experiment(client, experiment_name(config))
-        sweep = config.get("sweep", {})
-        name = sweep.get("name") or "adhoc"
-        run = with_retries(
-            client.create_run,
+        exp_id = open_experiment(client, config)
+        sweep = config.get("sweep") or {}
+        name = sweep.get("name") or ADHOC_EXPERIMENT
+        key, label = sweep_key(config)
+        run_id, created = open_parent_run(
+            client,
             exp_id,
-            run_name=f"sweep {name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={
-                "sweep": name,
-                "tradeoff.role": "sweep",
-                **_process_tags(),
-                "git_commit": git_commit(),
-                "mlflow.source.git.commit": git_commit(),
-                "sweep_dir": str(config.hydra.sweep.dir),
-                "mlflow.note.content": sweep.get("description") or "",
-            },
+            {"sweep": name, "tradeoff.sweep_key": key},
+            run_name=f"sweep {name} {label}".strip(),
+            tags={"sweep_dir": str(config.hydra.sweep.dir), NOTE: sweep.get("description") or ""},
         )
-        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        os.environ[PARENT_RUN_ENV] = run_id
         reap_dead_runs(client, exp_id)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_RUN_FILE).write_text(
-            json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id, "uri": uri})
-        )
-        self._run_id, self._client = run.info.run_id, client
+        write_parent_file(config.hydra.sweep.dir, run_id, exp_id, uri)
+        self._run_id, self._client, self._created = run_id, client, created
+        self._experiment = experiment_name(config)
         # Hydra skips on_multirun_end when a job failed (the sweep raises at the end): the
         # parent run is then closed as FAILED at exit, after every job has run.
         atexit.register(self._close_failed)
         log.info(
-            "MLflow sweep run %s in experiment %r (%s)",
-            run.info.run_id,
-            experiment_name(config),
+            "MLflow sweep run %s (%s) in experiment %r (%s)",
+            run_id,
+            "new" if created else "reopened",
+            self._experiment,
             uri,
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "_run_id", None) is None:
+            return
+        atexit.unregister(self._close_failed)
+        self._close("FINISHED")
+        os.environ.pop(PARENT_RUN_ENV, None)
+
+    def _close(self, status: str) -> None:
+        run_id, self._run_id = self._run_id, None
+        close_parent_run(
+            self._client, run_id, status, experiment=self._experiment, created=self._created
+        )
+
+    def _close_failed(self) -> None:
         run_id = getattr(self, "_run_id", None)
         if run_id is None:
             return
-        atexit.unregister(self._close_failed)
-        with_retries(self._client.set_terminated, run_id, "FINISHED")
-        os.environ.pop(PARENT_RUN_ENV, None)
-        self._run_id = None
-
-    def _close_failed(self) -> None:
-        if getattr(self, "_run_id", None) is None:
-            return
         note = "at least one job of the sweep failed; see the FAILED child runs"
         try:
-            with_retries(self._client.set_tag, self._run_id, "error", note)
-            with_retries(self._client.set_terminated, self._run_id, "FAILED")
+            with_retries(self._client.set_tag, run_id, "error", note)
+            self._close("FAILED")
         except Exception as exc:  # at interpreter exit: report, never raise
-            log.warning("could not close sweep run %s: %s", self._run_id, exc)
+            log.warning("could not close sweep run %s: %s", run_id, exc)
 
 
 def parent_run_id(sweep_dir: str | None) -> str | None:
@@ -380,7 +552,7 @@ class RunTracker:
 
     @functools.cached_property
     def experiment_id(self) -> str:
-        return ensure_experiment(self.client, experiment_name(self.cfg))
+        return open_experiment(self.client, self.cfg)
 
     @functools.cached_property
     def config_hash(self) -> str:
@@ -444,6 +616,11 @@ class RunTracker:
         ]
         with_retries(self.client.log_batch, self.run_id, metrics=batch)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags known only once training is over (e.g. `stopped_by`: budget or epochs)."""
+        for key, value in tags.items():
+            with_retries(self.client.set_tag, self.run_id, key, str(value))
+
     def log_certificates(self, split: str, evaluation: Any) -> None:
         """Per-sample certificates with label, prediction and correctness, as parquet."""
         frame = pd.DataFrame(
@@ -493,10 +670,17 @@ class RunTracker:
 
 
 __all__ += [
+    "ADHOC_EXPERIMENT",
     "RunStatus",
+    "close_parent_run",
     "ensure_experiment",
     "find_finished",
+    "open_experiment",
+    "open_parent_run",
     "parent_run_id",
+    "quote_filter",
     "reap_dead_runs",
+    "sweep_key",
     "with_retries",
+    "write_parent_file",
 ]

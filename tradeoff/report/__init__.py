@@ -18,6 +18,7 @@ from .frame import (
 )
 from .pdf import build_report
 from .plots import FAMILY_COLOURS, PAGE_TITLES
+from .summary import summary_metrics, sweep_summary
 
 __all__ = [
     "DEFAULT_X",
@@ -31,4 +32,6 @@ __all__ = [
     "hypervolume",
     "load_runs",
     "pareto_front",
+    "summary_metrics",
+    "sweep_summary",
 ]

@@ -3,12 +3,18 @@
 tradeoff-report tau_grid                       # reports/tau_grid.pdf (+ _front.png, _front.csv)
 tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
 tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
+
+The three files also become artifacts (`report/`) of the sweep parent runs of the runs drawn.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import logging.handlers
 import sys
+from collections.abc import Iterator
 
 from .frame import DEFAULT_X, DEFAULT_Y, REFERENCE, ReportError
 from .pdf import build_report, outputs
@@ -61,28 +67,56 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("X", "Y"),
         help="hypervolume reference point (default: 0 0, the worst corner)",
     )
+    parser.add_argument(
+        "--no-attach",
+        action="store_true",
+        help="do not log the PDF, PNG and CSV as artifacts (report/) of the sweep parent runs",
+    )
     return parser
+
+
+@contextlib.contextmanager
+def _held_messages() -> Iterator[logging.handlers.MemoryHandler]:
+    """The report's own messages (what was attached where), held until the paths are printed:
+    call `flush()` on the handler to print them."""
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(logging.Formatter("      %(message)s"))
+    held = logging.handlers.MemoryHandler(1000, logging.CRITICAL + 1, out)
+    logger = logging.getLogger("tradeoff.report")
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(held)
+    try:
+        yield held
+    finally:
+        logger.removeHandler(held)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (`tradeoff-report`): exit 0 on success, 1 with a message if the
     runs cannot make a report, 2 for a bad command line."""
     args = _parser().parse_args(argv)
-    try:
-        pdf = build_report(
-            args.experiments,
-            args.out,
-            tracking_uri=args.tracking_uri,
-            parent=args.parent,
-            x=args.x,
-            y=args.y,
-            reference=tuple(args.reference),
-        )
-    except ReportError as exc:
-        print(f"tradeoff-report: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    _, png, csv = outputs(pdf)
-    print(f"wrote {pdf}\n      {png}\n      {csv}")
+    with _held_messages() as held:
+        try:
+            pdf = build_report(
+                args.experiments,
+                args.out,
+                tracking_uri=args.tracking_uri,
+                parent=args.parent,
+                x=args.x,
+                y=args.y,
+                reference=tuple(args.reference),
+                attach=not args.no_attach,
+            )
+        except ReportError as exc:
+            print(f"tradeoff-report: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        _, png, csv = outputs(pdf)
+        print(f"wrote {pdf}\n      {png}\n      {csv}", flush=True)
+        held.flush()
 
 
 if __name__ == "__main__":

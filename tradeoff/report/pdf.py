@@ -1,4 +1,5 @@
-"""`build_report`: read the runs, fetch what the front pages need, write PDF + PNG + CSV.
+"""`build_report`: read the runs, fetch what the front pages need, write PDF + PNG + CSV, and
+attach them to the sweep parent runs of the runs drawn.
 
 Every output is written to a temporary file in its destination folder and renamed into place
 only once all three are complete, so a failure never leaves a half-written or empty report.
@@ -17,6 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 
 from ..paths import OutputDirError, writable_dir
+from .attach import attach_report, sweep_parents
 from .frame import (
     DEFAULT_X,
     DEFAULT_Y,
@@ -87,9 +89,12 @@ def build_report(
     x: str = DEFAULT_X,
     y: str = DEFAULT_Y,
     reference: tuple[float, float] = REFERENCE,
+    attach: bool = True,
 ) -> Path:
     """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
-    with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path.
+    with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path. With
+    `attach`, the three files also become artifacts (`report/`) of the sweep parent runs
+    whose job runs the report draws (`--parent`'s run alone when given).
 
     Raises ReportError for an unknown experiment or parent run, an experiment without
     FINISHED job runs, or a metric no run has; nothing is written then.
@@ -147,6 +152,9 @@ def build_report(
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+    if attach:
+        parents = sweep_parents(runs, selection.parent)
+        attach_report(selection.client, parents, (pdf_path, png_path, csv_path))
     return pdf_path
 
 
