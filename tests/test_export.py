@@ -22,6 +22,9 @@ from tradeoff.export import export_vanilla
         ("lipconvnet", {"width": 8, "pooling": "stride"}, (3, 15, 17)),
         ("lipconvnet", {"width": 8, "activation": "householder"}, (3, 32, 32)),
         ("sll_net", {"width": 8}, (3, 16, 16)),
+        ("convnet", {"width": 4, "depth": 1}, (1, 8, 8)),
+        ("convnet", {"width": 4, "depth": 1, "layer": "spectral"}, (3, 7, 9)),
+        ("convnet", {"width": 4, "depth": 1, "layer": "plain"}, (3, 7, 9)),
     ],
 )
 def test_export_vanilla_equivalence(name, opts, shape):

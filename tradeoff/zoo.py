@@ -12,13 +12,23 @@ and `aol_side`, which Gram matrix rescales AOL dense layers (auto | input | outp
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from . import nn as lnn
 
-__all__ = ["ACTIVATIONS", "LAYERS", "POOLINGS", "LipNet", "available", "create", "register"]
+__all__ = [
+    "ACTIVATIONS",
+    "CONVNET_WIDTHS",
+    "LAYERS",
+    "POOLINGS",
+    "LipNet",
+    "available",
+    "create",
+    "register",
+]
 
 LAYERS = ("spectral", "aol", "plain")
 ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
@@ -31,6 +41,8 @@ ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "abs": lambda c: lnn.Abs(),
 }
 POOLINGS = ("l2norm", "avg", "max", "invertible", "stride")
+# Base widths of the comparison study's ConvNet sizes (Prach et al., CVPR 2024).
+CONVNET_WIDTHS = {"xs": 16, "s": 32, "m": 64, "l": 128}
 # Version of the recipe a pickled LipNet is rebuilt from. 2: `aol_side` exists (default "auto");
 # recipes of version 1 were built with AOL dense layers rescaled on the input side.
 RECIPE_VERSION = 2
@@ -200,6 +212,38 @@ def _downsample(
     return [conv, _activation(activation, channels)], channels, strided
 
 
+def _head(
+    layer: str, fan_in: int, hidden: int, num_classes: int, activation: str, aol_side: str
+) -> list[nn.Module]:
+    """Flatten, an optional dense layer of `hidden` units, and a linear head without bias."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    if hidden:
+        layers += [
+            _linear(layer, fan_in, hidden, aol_side=aol_side),
+            _activation(activation, hidden),
+        ]
+        fan_in = hidden
+    layers.append(_linear(layer, fan_in, num_classes, bias=False, aol_side=aol_side))
+    return layers
+
+
+def _halving(
+    layer: str, c_in: int, c_out: int, size: tuple[int, int]
+) -> tuple[list[nn.Module], tuple[int, int]]:
+    """A 2×2 stride-2 convolution from c_in to c_out channels, zero-padding an odd side by one
+    (bottom/right), with the size it produces."""
+    half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+    if layer != "plain":
+        return [_conv(layer, c_in, c_out, size, kernel_size=2, stride=2)], half
+    pad = [nn.ZeroPad2d((0, size[1] % 2, 0, size[0] % 2))] if size[0] % 2 or size[1] % 2 else []
+    return [*pad, nn.Conv2d(c_in, c_out, 2, stride=2)], half
+
+
+def _halvings(size: tuple[int, int]) -> int:
+    """How many halvings (rounding up) bring a feature map of `size` to 1×1."""
+    return max(math.ceil(math.log2(s)) for s in size) if max(size) > 1 else 0
+
+
 def _ints(values: Sequence[int] | int) -> tuple[int, ...]:
     return (int(values),) if isinstance(values, int) else tuple(int(v) for v in values)
 
@@ -298,15 +342,7 @@ def lipconvnet(
         if stage < stages:
             pool, c, size = _downsample(pooling, layer, activation, c, size)
             layers += pool
-    layers.append(nn.Flatten())
-    fan_in = c * size[0] * size[1]
-    if hidden:
-        layers += [
-            _linear(layer, fan_in, hidden, aol_side=aol_side),
-            _activation(activation, hidden),
-        ]
-        fan_in = hidden
-    layers.append(_linear(layer, fan_in, num_classes, bias=False, aol_side=aol_side))
+    layers += _head(layer, c * size[0] * size[1], hidden, num_classes, activation, aol_side)
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
 
@@ -352,4 +388,64 @@ def sll_net(
         nn.Flatten(),
         _linear(layer, c * size[0] * size[1], num_classes, bias=False, aol_side=aol_side),
     ]
+    return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
+
+
+@register
+def convnet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    size: str = "xs",
+    layer: str = "aol",
+    aol_side: str = "auto",
+    activation: str = "maxmin",
+    depth: int = 5,
+    blocks: int | None = None,
+    width: int | None = None,
+    hidden: int = 0,
+) -> LipNet:
+    """The ConvNet of "1-Lipschitz Layers Compared" (Prach, Brau, Buttazzo, Lampert, CVPR 2024)
+    in its sizes `xs`, `s`, `m`, `l`: base widths 16, 32, 64, 128.
+
+    A 1×1 convolution from the input's channels to the base width (the study concatenates zero
+    channels first), then `blocks` blocks, each of `depth` 3×3 convolutions with an activation
+    (MaxMin, as in the study) at a constant width, ending in a 2×2 stride-2 convolution that
+    halves the resolution and doubles the channels. By default there are as many blocks as
+    bring the feature map to 1×1 (5 for 32×32 and 28×28 inputs, 3 for 8×8). A linear head
+    without bias, after an optional dense layer of `hidden` units, gives the logits.
+
+    `layer` is the family of every convolution and dense layer (spectral, aol, plain); with
+    `sll` each block's 3×3 convolutions are SLL residual layers (they carry their own ReLU, so
+    no activation follows them) and the stem, the downsamplings and the head are AOL layers,
+    as in `sll_net`. `width` overrides the size's base width.
+    """
+    _check_choice("size", size, tuple(CONVNET_WIDTHS))
+    _check_choice("layer", layer, (*LAYERS, "sll"))
+    c, h, w = input_shape
+    most = _halvings((h, w))
+    blocks = most if blocks is None else blocks
+    width = CONVNET_WIDTHS[size] if width is None else width
+    if width < 1 or depth < 1 or blocks < 0 or hidden < 0:
+        raise ValueError(
+            "width and depth must be >= 1, blocks and hidden >= 0 "
+            f"(got {width}, {depth}, {blocks}, {hidden})"
+        )
+    if blocks > most:
+        raise ValueError(
+            f"blocks={blocks} would halve a {h}×{w} input below 1×1; at most {most} blocks"
+        )
+    frame = "aol" if layer == "sll" else layer
+    fmap = (h, w)
+    layers: list[nn.Module] = [_conv(frame, c, width, fmap, kernel_size=1)]
+    c = width
+    for _ in range(blocks):
+        for _ in range(depth):
+            if layer == "sll":
+                layers.append(lnn.SLLConv2d(c))
+            else:
+                layers += [_conv(layer, c, c, fmap), _activation(activation, c)]
+        down, fmap = _halving(frame, c, 2 * c, fmap)
+        layers += down
+        c *= 2
+    layers += _head(frame, c * fmap[0] * fmap[1], hidden, num_classes, activation, aol_side)
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
