@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from attacks import pgd_l2
 from torch import nn
 
 from tradeoff import zoo
@@ -47,40 +48,12 @@ def trained(request, digits):
     return model.eval()
 
 
-def _pgd_l2(model, x, radius, steps=60, restarts=3, seed=0):
-    """L2 PGD on the margin max_{j≠k} f_j − f_k, confined to per-sample balls of `radius`."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    flipped = torch.zeros(len(x), dtype=torch.bool)
-    r = radius.view(-1, *([1] * (x.ndim - 1)))
-    step = 2.5 * r / steps
-    for _ in range(restarts):
-        delta = torch.randn(x.shape, generator=gen)
-        delta = (
-            delta / delta.flatten(1).norm(dim=1).view_as(r) * r * torch.rand(r.shape, generator=gen)
-        )
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            logits = model(x + delta)
-            true = logits.gather(1, pred[:, None]).squeeze(1)
-            other = logits.scatter(1, pred[:, None], -math.inf).max(1).values
-            (grad,) = torch.autograd.grad((other - true).sum(), delta)
-            with torch.no_grad():
-                g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(r)
-                delta = delta + step * g
-                norm = delta.flatten(1).norm(dim=1).view_as(r)
-                delta = delta * torch.clamp(r / norm.clamp_min(1e-12), max=1.0)
-                flipped |= model(x + delta).argmax(1) != pred
-    return flipped
-
-
 def test_pgd_inside_certificates_never_flips(trained, digits):
     x, y = digits.test.x[:300], digits.test.y[:300]
     radii = certify(trained, x)
     assert (trained(x).argmax(1) == y).float().mean() > 0.5  # the model learnt something
     assert float(radii.mean()) > 0.02  # and the certificates are not trivially zero
-    flipped = _pgd_l2(trained, x, 0.999 * radii)
+    flipped = pgd_l2(trained, x, 0.999 * radii)
     assert not flipped.any(), f"{int(flipped.sum())} predictions changed inside a certificate"
 
 
@@ -88,7 +61,7 @@ def test_pgd_outside_certificates_does_flip(trained, digits):
     """The same attack is strong enough to matter: with a larger budget it finds adversarials."""
     x = digits.test.x[:300]
     radii = certify(trained, x)
-    flipped = _pgd_l2(trained, x, 8 * radii + 0.5, steps=40, restarts=1)
+    flipped = pgd_l2(trained, x, 8 * radii + 0.5, steps=40, restarts=1)
     assert flipped.float().mean() > 0.2
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .bounds import REL_SLACK, NotLipschitzError, eval_mode, layer_bounds, lipschitz_bound
+from .finite import require_finite, require_finite_logits
 
 __all__ = [
     "Certifier",
@@ -50,7 +51,7 @@ class Certifier:
             if isinstance(head, nn.Linear):
                 body = lipschitz_bound(nn.Sequential(*list(model)[:-1]), shape)
                 w = head.weight.detach().to(torch.float64)
-                diff = torch.cdist(w, w) * (1 + REL_SLACK)
+                diff = _row_distances(w) * (1 + REL_SLACK)
                 total = body * float(torch.linalg.matrix_norm(w, ord=2)) * (1 + REL_SLACK)
                 return cls(pair_norms=(diff * body).float(), lipschitz=total)
             total = lipschitz_bound(model, shape)
@@ -63,6 +64,23 @@ class Certifier:
         return certify_logits(logits, self.pair_norms.to(logits.device))
 
 
+def _row_distances(w: torch.Tensor, block: int = 1 << 22) -> torch.Tensor:
+    """‖w_k − w_j‖ for every pair of rows, each a difference then a norm in float64.
+
+    `torch.cdist` switches above 25 rows to ‖a‖² + ‖b‖² − 2a·b, which cancels for nearly
+    equal rows (to zero, or +60%), so the distances are formed directly, `block` elements of
+    differences at a time, over the upper triangle, then mirrored.
+    """
+    w = w.detach().to(torch.float64)
+    k = len(w)
+    out = w.new_zeros((k, k))
+    step = max(1, block // max(w.numel(), 1))
+    for i in range(0, k, step):
+        rows = w[i : i + step, None, :]
+        out[i : i + step, i:] = torch.linalg.vector_norm(rows - w[None, i:, :], dim=-1)
+    return out.triu() + out.triu(1).t()
+
+
 def _num_outputs(model: nn.Module, input_shape: tuple[int, ...] | None) -> int:
     shape = input_shape if input_shape is not None else model.input_shape
     param = next(model.parameters())
@@ -73,6 +91,12 @@ def _num_outputs(model: nn.Module, input_shape: tuple[int, ...] | None) -> int:
 def certify_logits(logits: torch.Tensor, pair_norms: torch.Tensor) -> torch.Tensor:
     """Radii min_{j≠k} (f_k − f_j) / pair_norms[k, j] with k the predicted class (vectorised)."""
     logits = logits.detach()
+    require_finite_logits(logits)
+    if not bool((pair_norms >= 0).all()):  # NaN or negative: no radius can be trusted
+        raise ValueError(
+            "the certificate constants hold NaN or negative values: the model's weights are not "
+            "finite; retrain or reload a model that did not diverge"
+        )
     pred = logits.argmax(dim=1, keepdim=True)
     margins = logits.gather(1, pred) - logits
     denom = pair_norms[pred.squeeze(1)].to(logits.dtype)
@@ -86,13 +110,17 @@ def certify_logits(logits: torch.Tensor, pair_norms: torch.Tensor) -> torch.Tens
 
 
 def certify(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Per-sample L2 certificate of `model` (eval mode, current weights) on inputs `x`."""
+    """Per-sample L2 certificate of `model` (eval mode, current weights) on inputs `x`.
+
+    Refuses (`NonFiniteError`) inputs holding NaN or ±inf, and finite inputs whose logits are
+    not finite, naming the samples.
+    """
+    require_finite(x, "inputs", "certificates exist only for finite inputs: drop or repair them")
     certifier = Certifier.from_model(model, tuple(x.shape[1:]))
-    out = []
     with torch.no_grad(), eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            out.append(certifier.radii(model(x[start : start + batch_size])))
-    return torch.cat(out)
+        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    require_finite_logits(logits, x)
+    return certifier.radii(logits)
 
 
 def certified_robust_accuracy(

@@ -26,6 +26,7 @@ from .budget import Budget
 from .certificates import Certifier, summarize
 from .cost import parameter_count, peak_memory_mb, reset_peak_memory
 from .data.augment import Augment
+from .finite import logits_problem, require_finite, require_finite_logits
 from .schedules import Schedule, ScheduledLR
 
 __all__ = [
@@ -115,6 +116,7 @@ def train_epoch(
     global L2 norm; `on_step()` runs after every optimiser step, and returning False ends the
     epoch there (a budget that is spent).
     """
+    require_finite(x, "training inputs", "drop or repair them before training")
     model.train()
     total, count = torch.zeros((), device=x.device), 0
     for idx in minibatches(len(x), batch_size, generator):
@@ -122,11 +124,15 @@ def train_epoch(
         xb, yb = x[idx], y[idx]
         if augment is not None:
             xb = augment(xb, generator)
-        loss = loss_fn(model(xb), yb)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
         if not torch.isfinite(loss):
+            problem = logits_problem(logits.detach(), xb, index=idx)
             raise TrainingDiverged(
-                f"the training loss became {float(loss)} after {count} samples; lower the "
-                "learning rate (optim.lr) or check the loss hyperparameters"
+                f"the training loss became {float(loss.detach())} after {count} samples; "
+                + (f"{problem}; " if problem else "")
+                + "lower the learning rate (optim.lr), check the loss hyperparameters"
+                + (" or scale the inputs" if problem else "")
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,11 +158,14 @@ def evaluate(
     batch_size: int = 2048,
     certifier: Certifier | None = None,
 ) -> Evaluation:
-    """Accuracy and certificates of `model` (eval mode) on (x, y)."""
+    """Accuracy and certificates of `model` (eval mode) on (x, y); `NonFiniteError` names the
+    samples whose inputs or logits hold NaN or ±inf."""
+    require_finite(x, "inputs", "certificates exist only for finite inputs: drop or repair them")
     model.eval()
     if certifier is None:
         certifier = Certifier.from_model(model, tuple(x.shape[1:]))
     logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    require_finite_logits(logits, x)
     radii = certifier.radii(logits)
     metrics = summarize(logits, y, radii, eps)
     metrics["lipschitz_bound"] = certifier.lipschitz
@@ -228,7 +237,8 @@ def fit(
     budget: the steps it is estimated to buy). Per epoch: `train/loss`, `train/lr`,
     `train/epoch_seconds`, `val/<metric>` for every metric of `evaluate`. `on_epoch_end`
     receives (epoch, metrics) as soon as they exist, so a tracker never loses a finished epoch.
-    Raises `TrainingDiverged` on a non-finite loss.
+    Raises `NonFiniteError` before any step when a split's inputs hold NaN or ±inf (and when a
+    batch's logits do), `TrainingDiverged` on a non-finite loss.
     """
     if epochs is None and budget_seconds is None:
         raise ValueError("give epochs or budget_seconds")
@@ -238,6 +248,9 @@ def fit(
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
         raise ValueError(f"grad_clip must be a finite number > 0 (got {grad_clip})")
+    for name, split in (("training", train), ("validation", val), ("test", test)):
+        if split is not None:
+            require_finite(split[0], f"{name} inputs", "drop or repair them before training")
     generator = torch.Generator().manual_seed(seed)
     x_train, y_train = train
     device = x_train.device
