@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 
 
@@ -56,3 +59,29 @@ def measured_lipschitz(
             den = (x - y).flatten(1).norm(dim=1)
             best = max(best, float((num / den).max()))
     return best
+
+
+def jacobian_norm(
+    layer: torch.nn.Module, shape: tuple[int, ...], points: int = 3, seed: int = 0
+) -> float:
+    """Largest spectral norm of the dense float64 Jacobian of `layer` (a copy, eval mode) at a
+    few random points: the operator norm of a linear layer, a lower bound for any other."""
+    layer = _as_double_eval(copy.deepcopy(layer))
+    gen = torch.Generator().manual_seed(seed)
+    n = math.prod(shape)
+    best = 0.0
+    for _ in range(points):
+        x = torch.randn(n, generator=gen, dtype=torch.float64)
+        jac = torch.func.jacrev(lambda v: layer(v.view(1, *shape)).flatten())(x)
+        best = max(best, float(torch.linalg.matrix_norm(jac.detach(), ord=2)))
+    return best
+
+
+def max_pool_constant(pool: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """The exact Lipschitz constant of a max pool: √(most windows one pixel is in), counted by
+    pooling one-hot images (a pixel set to 1 over zeros is the max of every window it is in)."""
+    h, w = shape[-2:]
+    eye = torch.eye(h * w, dtype=torch.float64).view(h * w, 1, h, w)
+    with torch.no_grad():
+        out = pool(eye)
+    return math.sqrt(float((out == 1).flatten(1).sum(dim=1).max()))

@@ -85,14 +85,21 @@ def test_certify_matches_the_seed_formula_computed_by_hand(trained, digits):
     k_body = lipschitz_bound(body, digits.input_shape)
     w = trained[-1].weight.detach().double()
     f = trained(x).detach().double()
+    # The logits at x and at x' are each off the exact ones by at most e(x) = a + b·‖x‖ and
+    # e(x') ≤ a + b·(‖x‖ + r): the margin loses 2√2·e(x), the pair norm gains √2·b.
+    cert = Certifier.from_model(trained)
+    a, b = cert.rounding_offset, cert.rounding_slope
+    assert 0 < a < 1e-2 and 0 < b < 1e-2
     for i in range(len(x)):
         k = int(f[i].argmax())
         best, pair = math.inf, math.inf
+        rounding = 2 * math.sqrt(2) * (a + b * float(x[i].double().norm()))
         for j in range(10):
             if j != k:
                 norm = float((w[k] - w[j]).norm()) * k_body
-                best = min(best, float(f[i, k] - f[i, j]) / norm)
+                best = min(best, (float(f[i, k] - f[i, j]) - rounding) / (norm + math.sqrt(2) * b))
                 pair = min(pair, norm)
+        best = max(best, 0.0)
         # The logits are float32 and two forward passes may round them differently (thread
         # count, batch split, CPU kernels): a margin moves by a few ulps of the largest logit,
         # which is a large relative error for a small margin. 8 ulps bound that drift; the
@@ -111,7 +118,7 @@ def test_certifier_reuses_constants_and_keeps_mode(trained, digits):
         torch.testing.assert_close(value, before[key])
     trained.eval()
     cert = Certifier.from_model(trained)
-    torch.testing.assert_close(cert.radii(trained(x)), radii)
+    torch.testing.assert_close(cert.radii(trained(x), x), radii)
 
 
 def test_certificate_without_linear_head_uses_sqrt2():
@@ -121,9 +128,13 @@ def test_certificate_without_linear_head_uses_sqrt2():
     model.input_shape = (1, 4, 4)
     x = torch.rand(8, 1, 4, 4)
     f = model.eval()(x)
-    top2 = f.topk(2, dim=1).values
-    expected = (top2[:, 0] - top2[:, 1]) / (math.sqrt(2) * lipschitz_bound(model))
-    torch.testing.assert_close(certify(model, x), expected)
+    top2 = f.topk(2, dim=1).values.double()
+    cert = Certifier.from_model(model)
+    a, b = cert.rounding_offset, cert.rounding_slope
+    rounding = 2 * math.sqrt(2) * (a + b * x.flatten(1).double().norm(dim=1))
+    margin = top2[:, 0] - top2[:, 1] - rounding
+    expected = margin / (math.sqrt(2) * (lipschitz_bound(model) + b))
+    torch.testing.assert_close(certify(model, x), expected.float())
 
 
 def test_metrics_on_a_hand_example():

@@ -49,9 +49,11 @@ from .nn.operator_norm import (
 )
 
 __all__ = [
+    "LINEAR_CLASSES",
     "REL_SLACK",
     "LayerBound",
     "NotLipschitzError",
+    "class_of",
     "conv2d_operator_norm",
     "eval_mode",
     "layer_bounds",
@@ -61,6 +63,7 @@ __all__ = [
     "module_bound",
     "padding_copies",
     "record_input_shapes",
+    "resolve_input_shape",
 ]
 
 _NOT_LIPSCHITZ = (
@@ -389,7 +392,12 @@ def _max_pool_bound(pool: nn.MaxPool2d, shape: tuple[int, ...]) -> float:
         )
     most = 1
     for windows in _pool_axes(pool, shape):
-        most *= max(Counter(i for inside, _ in windows for i in inside).values(), default=0)
+        if not all(inside for inside, _ in windows):
+            raise NotLipschitzError(
+                "tradeoff.bounds: MaxPool2d has a window entirely in its padding (its output is "
+                "-inf) on this input size; use less padding or dilation"
+            )
+        most *= max(Counter(i for inside, _ in windows for i in inside).values())
     return math.sqrt(most)
 
 
@@ -419,6 +427,7 @@ def _sigmoid_bound(module: nn.Sigmoid, shape: tuple[int, ...]) -> float:
 
 
 # Known classes, matched exactly: a subclass may compute something else.
+LINEAR_CLASSES = (nn.Linear, linear.SpectralLinear, linear.AOLLinear)
 _KNOWN: dict[type, Callable[[nn.Module, tuple[int, ...]], float]] = {
     **dict.fromkeys(
         (nn.ReLU, nn.Identity, nn.Tanh, nn.Hardtanh, nn.ReLU6, nn.Softsign, nn.ZeroPad2d), _one
@@ -430,7 +439,7 @@ _KNOWN: dict[type, Callable[[nn.Module, tuple[int, ...]], float]] = {
     nn.MaxPool2d: _max_pool_bound,
     nn.AvgPool2d: _avg_pool_bound,
     nn.ConvTranspose2d: _conv_transpose_bound,
-    **dict.fromkeys((nn.Linear, linear.SpectralLinear, linear.AOLLinear), _linear_bound),
+    **dict.fromkeys(LINEAR_CLASSES, _linear_bound),
     **dict.fromkeys(
         (nn.Conv2d, conv.LipschitzConv2d, conv.SpectralConv2d, conv.AOLConv2d), _conv_bound
     ),
@@ -484,7 +493,8 @@ def record_input_shapes(
     return shapes
 
 
-def _resolve_shape(model: nn.Module, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+def resolve_input_shape(model: nn.Module, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """`input_shape`, else `model.input_shape` (zoo models carry it); ValueError without."""
     shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError(
@@ -500,7 +510,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
     The model must be an `nn.Sequential` (any nesting) of bounded layers; the bound is the
     product of the layer bounds. `input_shape` (C, H, W) defaults to `model.input_shape`.
     """
-    shape = _resolve_shape(model, input_shape)
+    shape = resolve_input_shape(model, input_shape)
     with eval_mode(model):
         shapes = record_input_shapes(model, shape)
         return module_bound(model, shapes)
@@ -508,7 +518,7 @@ def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None
 
 def layer_bounds(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[LayerBound]:
     """The leaf layers of a (nested) Sequential model, in order, each with its bound."""
-    shape = _resolve_shape(model, input_shape)
+    shape = resolve_input_shape(model, input_shape)
     rows: list[LayerBound] = []
     with eval_mode(model):
         shapes = record_input_shapes(model, shape)

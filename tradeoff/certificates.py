@@ -16,12 +16,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .bounds import REL_SLACK, NotLipschitzError, eval_mode, layer_bounds, lipschitz_bound
+from .bounds import (
+    LINEAR_CLASSES,
+    REL_SLACK,
+    NotLipschitzError,
+    class_of,
+    eval_mode,
+    layer_bounds,
+    lipschitz_bound,
+)
 from .finite import require_finite, require_finite_logits
+from .rounding import PrecisionError, arithmetic, forward_error
 
 __all__ = [
     "Certifier",
     "NotLipschitzError",
+    "PrecisionError",
     "audit",
     "certified_robust_accuracy",
     "certify",
@@ -36,32 +46,59 @@ class Certifier:
     """The constants that turn logits into radii, computed once for fixed weights.
 
     `pair_norms[k, j]` is the Lipschitz constant of f_k − f_j: ‖W_k − W_j‖·K_body for a linear
-    head, √2·K otherwise.
+    head, √2·K otherwise. The logits are computed in `dtype`, whose rounding moves them by at
+    most `rounding_offset + rounding_slope·‖x‖` (`tradeoff.rounding`): radii hold for the
+    logits as computed, in that dtype and with the float32 precision settings of `from_model`.
     """
 
     pair_norms: torch.Tensor
     lipschitz: float
+    rounding_offset: float = 0.0
+    rounding_slope: float = 0.0
+    dtype: torch.dtype | None = None
 
     @classmethod
     def from_model(cls, model: nn.Module, input_shape: tuple[int, ...] | None = None) -> Certifier:
-        """Constants of `model` as it runs in eval mode."""
+        """Constants of `model` as it runs in eval mode; `PrecisionError` for float16, bfloat16
+        and autocast, `NotLipschitzError` for what `tradeoff.bounds` cannot bound."""
         head = model[-1] if isinstance(model, nn.Sequential) and len(model) > 1 else None
         shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
         with eval_mode(model):
-            if isinstance(head, nn.Linear):
+            # The walk over the whole model comes first and refuses what it cannot bound (a
+            # container whose forward is not its children's composition included): only then
+            # is model[-1] the last map applied.
+            error = forward_error(model, shape)
+            rounding = {"rounding_offset": error.offset, "rounding_slope": error.slope}
+            rounding["dtype"] = error.dtype
+            if class_of(head) in LINEAR_CLASSES:
                 body = lipschitz_bound(nn.Sequential(*list(model)[:-1]), shape)
                 w = head.weight.detach().to(torch.float64)
                 diff = _row_distances(w) * (1 + REL_SLACK)
                 total = body * float(torch.linalg.matrix_norm(w, ord=2)) * (1 + REL_SLACK)
-                return cls(pair_norms=(diff * body).float(), lipschitz=total)
+                return cls(pair_norms=(diff * body).float(), lipschitz=total, **rounding)
             total = lipschitz_bound(model, shape)
         k = _num_outputs(model, shape)
         pair = torch.full((k, k), math.sqrt(2.0) * total)
-        return cls(pair_norms=pair, lipschitz=total)
+        return cls(pair_norms=pair, lipschitz=total, **rounding)
 
-    def radii(self, logits: torch.Tensor) -> torch.Tensor:
-        """Per-sample certificate of the predicted class from the logits (N, K)."""
-        return certify_logits(logits, self.pair_norms.to(logits.device))
+    def radii(self, logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Per-sample certificate of the predicted class from the logits (N, K) the model
+        computed on `inputs` (N, ...).
+
+        The logits at x and at any x' within the radius are each off by at most
+        e(x) = offset + slope·‖x‖, so a margin m leaves (m − 2√2·e(x) − √2·slope·r)/pair = r.
+        """
+        if self.dtype is not None and logits.dtype != self.dtype:
+            raise PrecisionError(
+                f"tradeoff.certificates: the logits are {logits.dtype} but the Certifier bounds "
+                f"the rounding of {self.dtype}; compute them with the model in {self.dtype}, "
+                "outside autocast"
+            )
+        norms = inputs.detach().flatten(1).to(torch.float64).norm(dim=1).to(logits.device)
+        slack = math.sqrt(2.0) * (1 + REL_SLACK)
+        deduction = 2 * slack * (self.rounding_offset + self.rounding_slope * norms)
+        pair = self.pair_norms.to(logits.device, torch.float64) + slack * self.rounding_slope
+        return certify_logits(logits, pair, deduction)
 
 
 def _row_distances(w: torch.Tensor, block: int = 1 << 22) -> torch.Tensor:
@@ -88,9 +125,13 @@ def _num_outputs(model: nn.Module, input_shape: tuple[int, ...] | None) -> int:
         return int(model(torch.zeros((1, *shape), device=param.device)).shape[-1])
 
 
-def certify_logits(logits: torch.Tensor, pair_norms: torch.Tensor) -> torch.Tensor:
-    """Radii min_{j≠k} (f_k − f_j) / pair_norms[k, j] with k the predicted class (vectorised)."""
-    logits = logits.detach()
+def certify_logits(
+    logits: torch.Tensor, pair_norms: torch.Tensor, deduction: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Radii min_{j≠k} (f_k − f_j − deduction) / pair_norms[k, j] with k the predicted class
+    (vectorised; margins in float64, radii in the logits' dtype). `deduction` (N,) is what
+    rounding may take off each margin (`Certifier.radii`)."""
+    dtype, logits = logits.dtype, logits.detach()
     require_finite_logits(logits)
     if not bool((pair_norms >= 0).all()):  # NaN or negative: no radius can be trusted
         raise ValueError(
@@ -98,7 +139,10 @@ def certify_logits(logits: torch.Tensor, pair_norms: torch.Tensor) -> torch.Tens
             "finite; retrain or reload a model that did not diverge"
         )
     pred = logits.argmax(dim=1, keepdim=True)
+    logits = logits.to(torch.float64)
     margins = logits.gather(1, pred) - logits
+    if deduction is not None:
+        margins = margins - deduction.to(margins)[:, None]
     denom = pair_norms[pred.squeeze(1)].to(logits.dtype)
     ratio = torch.where(
         denom > 0,
@@ -106,7 +150,9 @@ def certify_logits(logits: torch.Tensor, pair_norms: torch.Tensor) -> torch.Tens
         torch.where(margins > 0, math.inf, 0.0),
     )
     ratio.scatter_(1, pred, math.inf)
-    return ratio.min(dim=1).values.clamp_min(0.0)
+    radii = ratio.min(dim=1).values.clamp_min(0.0)
+    rounded = radii.to(dtype)
+    return torch.where(rounded.to(radii) > radii, rounded.nextafter(rounded.new_zeros(())), rounded)
 
 
 def certify(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -116,11 +162,12 @@ def certify(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
     not finite, naming the samples.
     """
     require_finite(x, "inputs", "certificates exist only for finite inputs: drop or repair them")
+    arithmetic(model, x)  # PrecisionError for float16, bfloat16 and autocast
     certifier = Certifier.from_model(model, tuple(x.shape[1:]))
     with torch.no_grad(), eval_mode(model):
         logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     require_finite_logits(logits, x)
-    return certifier.radii(logits)
+    return certifier.radii(logits, x)
 
 
 def certified_robust_accuracy(

@@ -166,7 +166,7 @@ def evaluate(
         certifier = Certifier.from_model(model, tuple(x.shape[1:]))
     logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     require_finite_logits(logits, x)
-    radii = certifier.radii(logits)
+    radii = certifier.radii(logits, x)
     metrics = summarize(logits, y, radii, eps)
     metrics["lipschitz_bound"] = certifier.lipschitz
     pred = logits.argmax(dim=1)
