@@ -190,6 +190,30 @@ def test_report_pages_from_synthetic_store(store, tmp_path):
     ]
 
 
+def test_report_is_attached_to_the_sweep_runs_it_draws(store, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    _, uri, facts = store
+    client = MlflowClient(uri)
+
+    def attached(run_id: str) -> set[str]:
+        return {a.path for a in client.list_artifacts(run_id, "report")}
+
+    main(["synth", "--tracking-uri", uri, "--out", str(tmp_path / "all.pdf")])
+    printed = capsys.readouterr().out
+    names = {"report/all.pdf", "report/all_front.png", "report/all_front.csv"}
+    for parent in (facts["sweep"], facts["other_sweep"]):
+        assert f"attached to sweep run {parent}" in printed
+        assert names <= attached(parent)
+    only = facts["other_sweep"]
+    main(["synth", "--tracking-uri", uri, "--out", str(tmp_path / "one.pdf"), "--parent", only])
+    assert "report/one.pdf" in attached(only) and "report/one.pdf" not in attached(facts["sweep"])
+    capsys.readouterr()
+    main(["synth", "--tracking-uri", uri, "--out", str(tmp_path / "none.pdf"), "--no-attach"])
+    assert "attached to" not in capsys.readouterr().out
+    assert not any("none" in path for path in attached(facts["sweep"]) | attached(only))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

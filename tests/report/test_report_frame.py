@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import colorsys
 import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.text import Annotation, Text
 
 from tradeoff.report import (
@@ -21,9 +23,13 @@ from tradeoff.report.frame import cra_columns, hyperparameters, metric_column, r
 from tradeoff.report.plots import (
     MAX_LABELS,
     ReportData,
+    _curve_runs,
     family_colour,
     metric_label,
+    page_curves,
     page_front,
+    page_hyper,
+    page_radius,
     render_pages,
 )
 
@@ -199,9 +205,75 @@ def test_pages_render_with_notes_for_missing_data():
     # No certificate artifacts and no learning curves were fetched: notes, not failures.
     assert "no per-sample certificate artifact" in _page_text(figures[4])
     assert "history logged" in _page_text(figures[5])
-    only_tau = synthetic_data(synthetic_runs(n_tau=5, n_hkr=0))
-    page = render_pages(only_tau, front_table(only_tau.runs, only_tau.x_col, only_tau.y_col))[3]
-    assert "no HKR runs in these experiments" in _page_text(page)
+    only_kr = synthetic_runs(n_tau=3, n_hkr=0).assign(loss_family="kr")
+    page = page_hyper(synthetic_data(only_kr))
+    assert "none of these runs has a loss hyperparameter to draw" in _page_text(page)
+    assert "kr (a loss without hyperparameters)" in _page_text(page)
+
+
+def _panels(fig) -> list:
+    fig.canvas.draw()
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+@pytest.mark.parametrize(("n_tau", "n_hkr", "rows"), [(5, 0, 1), (0, 8, 1), (7, 12, 2)])
+def test_hyperparameter_page_is_filled_by_the_families_present(n_tau, n_hkr, rows):
+    """No empty panel: a sweep of one family gets the whole page, two families a row each."""
+    page = page_hyper(synthetic_data(synthetic_runs(n_tau=n_tau, n_hkr=n_hkr)))
+    panels = _panels(page)
+    assert len(panels) == 2 * rows
+    assert all(ax.axison and (ax.collections or ax.lines or ax.images) for ax in panels)
+    assert min(ax.get_position().height for ax in panels) > 0.6 / rows
+    assert "no HKR runs" not in _page_text(page) and "no tau_cce runs" not in _page_text(page)
+    assert len([ax for ax in page.axes if ax.get_label() == "<colorbar>"]) == 2 * (n_hkr > 0)
+
+
+def _curves(data: ReportData) -> ReportData:
+    """Per-sample certificates and two epochs of history for every front run."""
+    rng = np.random.default_rng(0)
+    for _, row in data.front.iterrows():
+        radius = rng.exponential(float(row[data.x_col]), 100)
+        correct = rng.random(100) < float(row[data.y_col])
+        data.certificates[row["run_id"]] = pd.DataFrame({"correct": correct, "certificate": radius})
+        data.histories[row["run_id"]] = {
+            metric: pd.DataFrame({"step": [1, 2], "value": [v / 2, v]})
+            for metric, v in zip(
+                data.curve_metrics, (row[data.y_col], row[data.x_col]), strict=True
+            )
+        }
+    return data
+
+
+def _hue(colour) -> float:
+    return colorsys.rgb_to_hls(*to_rgb(colour))[0]
+
+
+@pytest.mark.parametrize("page", [page_radius, page_curves])
+def test_every_front_run_has_its_own_shade_of_its_family_colour(page):
+    data = _curves(synthetic_data(synthetic_runs()))
+    front, _ = _curve_runs(data)  # the front runs drawn (at most MAX_CURVES)
+    assert front["loss_family"].value_counts().min() >= 2  # runs of one family to tell apart
+    fig = page(data)
+    for ax in _panels(fig):
+        runs = [line for line in ax.lines if line.get_linewidth() > 1.5 and line.get_ls() != "None"]
+        colours = [to_rgb(line.get_color()) for line in runs]
+        assert len(runs) == len(front) and len(set(colours)) == len(front)
+        for family, colour in zip(front["loss_family"], colours, strict=True):
+            assert _hue(colour) == pytest.approx(_hue(family_colour(family)), abs=0.02)
+    legend = _page_text(fig)
+    assert all(str(r)[:8] in legend for r in front["run_id"])
+    assert set(front["loss_family"]) <= set(legend.splitlines())  # a heading per family
+
+
+def test_certificate_axes_say_what_a_certificate_is():
+    unit = "L2 radius, input pixel scale"
+    assert metric_label("test/mean_certificate", unit=True) == f"test mean certificate ({unit})"
+    assert metric_label("test/accuracy", unit=True) == "test accuracy"
+    data = _curves(synthetic_data(synthetic_runs()))
+    assert unit in page_front(data).axes[0].get_xlabel()
+    assert unit in page_radius(data).axes[0].get_xlabel()
+    assert unit in _panels(page_curves(data))[1].get_ylabel()
+    assert unit in _panels(page_hyper(data))[1].get_ylabel()
 
 
 def test_front_labels_do_not_overlap_and_many_points_get_a_subset():

@@ -24,6 +24,7 @@ from .frame import (
     DEFAULT_Y,
     REFERENCE,
     ReportError,
+    RunSelection,
     front_table,
     hypervolume,
     metric_column,
@@ -80,6 +81,41 @@ def _fetch(client, runs: pd.DataFrame, metrics: Iterable[str]) -> tuple[dict, di
     return certificates, histories
 
 
+def _report_data(
+    selection: RunSelection, x: str, y: str, reference: tuple[float, float], table_name: str
+) -> tuple[ReportData, pd.DataFrame]:
+    """The pages' data and the front table, before the per-run artifacts are fetched."""
+    runs = selection.runs
+    x_col, y_col = metric_column(runs, x), metric_column(runs, y)
+    x, y = x_col.removeprefix("metrics."), y_col.removeprefix("metrics.")
+    runs["on_front"] = pareto_front(runs, x_col, y_col)
+    data = ReportData(
+        runs=runs,
+        experiments=selection.experiments,
+        x=x,
+        y=y,
+        x_col=x_col,
+        y_col=y_col,
+        reference=(float(reference[0]), float(reference[1])),
+        hypervolume=hypervolume(runs, x_col, y_col, reference),
+        tracking_uri=selection.tracking_uri,
+        parent=selection.parent,
+        not_finished=selection.not_finished,
+        curve_metrics=(
+            _val_metric(y, "val/accuracy", runs),
+            _val_metric(x, "val/mean_certificate", runs),
+        ),
+        table_name=table_name,
+    )
+    return data, front_table(runs, x_col, y_col)
+
+
+def _fetch_curves(selection: RunSelection, data: ReportData) -> None:
+    """The certificates and metric histories of the front runs that pages 5 and 6 draw."""
+    curve_runs = data.front.iloc[_subset(len(data.front), MAX_CURVES)]
+    data.certificates, data.histories = _fetch(selection.client, curve_runs, data.curve_metrics)
+
+
 def build_report(
     experiments: str | Sequence[str],
     out: str | os.PathLike[str] | None = None,
@@ -100,11 +136,8 @@ def build_report(
     FINISHED job runs, or a metric no run has; nothing is written then.
     """
     selection = select_runs(experiments, tracking_uri, parent)
-    runs = selection.runs
-    x_col, y_col = metric_column(runs, x), metric_column(runs, y)
-    x, y = x_col.removeprefix("metrics."), y_col.removeprefix("metrics.")
-    runs["on_front"] = pareto_front(runs, x_col, y_col)
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
+    data, table = _report_data(selection, x, y, reference, csv_path.name)
     try:
         writable_dir(pdf_path.parent, "--out")
     except OutputDirError as exc:
@@ -112,28 +145,7 @@ def build_report(
             f"--out={str(pdf_path)!r}: its folder cannot be written ({exc.reason}); "
             "choose an --out in a writable folder"
         ) from None
-    table = front_table(runs, x_col, y_col)
-    data = ReportData(
-        runs=runs,
-        experiments=selection.experiments,
-        x=x,
-        y=y,
-        x_col=x_col,
-        y_col=y_col,
-        reference=(float(reference[0]), float(reference[1])),
-        hypervolume=hypervolume(runs, x_col, y_col, reference),
-        tracking_uri=selection.tracking_uri,
-        parent=selection.parent,
-        not_finished=selection.not_finished,
-        curve_metrics=(
-            _val_metric(y, "val/accuracy", runs),
-            _val_metric(x, "val/mean_certificate", runs),
-        ),
-        table_name=csv_path.name,
-    )
-    front = data.front
-    curve_runs = front.iloc[_subset(len(front), MAX_CURVES)]
-    data.certificates, data.histories = _fetch(selection.client, curve_runs, data.curve_metrics)
+    _fetch_curves(selection, data)
     temps: list[Path] = []
     try:
         with matplotlib.rc_context(RC):
@@ -153,7 +165,7 @@ def build_report(
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     if attach:
-        parents = sweep_parents(runs, selection.parent)
+        parents = sweep_parents(data.runs, selection.parent)
         attach_report(selection.client, parents, (pdf_path, png_path, csv_path))
     return pdf_path
 

@@ -24,7 +24,14 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from .frame import cra_columns, hyperparameters, hypervolume, pareto_front, radius_label
+from .frame import (
+    FAMILY_PARAMS,
+    cra_columns,
+    hyperparameters,
+    hypervolume,
+    pareto_front,
+    radius_label,
+)
 
 __all__ = [
     "EXPERIMENT_MARKERS",
@@ -33,6 +40,7 @@ __all__ = [
     "RC",
     "ReportData",
     "family_colour",
+    "family_shades",
     "metric_label",
     "render_pages",
 ]
@@ -101,8 +109,29 @@ def family_colour(family: str) -> str:
     return _SPARE_COLOURS[sum(map(ord, family)) % len(_SPARE_COLOURS)]
 
 
-def metric_label(name: str) -> str:
-    """A readable axis label: `test/cra_eps_0.5` → `test CRA at ε = 0.5`."""
+def family_shades(family: str, n: int) -> list[tuple[float, float, float]]:
+    """`n` distinct shades of a family's colour, light to dark: one per run of the family where
+    runs are drawn as separate lines, so that the hue still names the family."""
+    base = np.array(to_rgb(family_colour(family)))
+    if n == 1:
+        return [tuple(base)]
+    # From 40% white to 45% black: every shade stays visible on white and apart from the next.
+    out = []
+    for t in np.linspace(-1.0, 1.0, n):
+        target = np.ones(3) if t < 0 else np.zeros(3)
+        weight = abs(t) * (0.4 if t < 0 else 0.45)
+        out.append(tuple(base * (1 - weight) + target * weight))
+    return out
+
+
+# What a certificate is, said on every axis that shows one.
+CERTIFICATE_UNIT = "L2 radius, input pixel scale"
+
+
+def metric_label(name: str, unit: bool = False) -> str:
+    """A readable axis label: `test/cra_eps_0.5` → `test CRA at ε = 0.5`; with `unit`, a
+    certificate metric says what it measures: `test mean certificate (L2 radius, input pixel
+    scale)`."""
     base = name.removeprefix("metrics.")
     split, _, key = base.rpartition("/")
     if key.startswith("cra_eps_"):
@@ -112,6 +141,8 @@ def metric_label(name: str) -> str:
             text = key
     else:
         text = _METRIC_NAMES.get(key, key.replace("_", " "))
+    if unit and "certificate" in key:
+        text += f" ({CERTIFICATE_UNIT})"
     return f"{split} {text}".strip()
 
 
@@ -273,13 +304,6 @@ def _step_front(ax: Axes, xs: np.ndarray, ys: np.ndarray, **kwargs: object) -> N
     steps to the most robust one."""
     order = np.lexsort((-ys, xs))
     ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], drawstyle="steps-pre", **kwargs)
-
-
-def _run_key(row: pd.Series, data: ReportData) -> str:
-    label = f"{row['loss_family']} {hyperparameters(row, greek=True)}".strip()
-    if len(data.experiments) > 1:
-        label += f" [{row['experiment']}]"
-    return f"{label} · {str(row['run_id'])[:8]}"
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -536,8 +560,8 @@ def page_front(data: ReportData) -> Figure:
     _step_front(ax, fx, fy, color=FRONT_COLOUR, lw=2.2, zorder=2.5)
     _scatter(ax, data, plotted, data.x_col, data.y_col)
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=4)
-    ax.set_xlabel(metric_label(data.x) + "  →  more robust")
-    ax.set_ylabel(metric_label(data.y) + "  →  more accurate")
+    ax.set_xlabel(metric_label(data.x, unit=True) + "  →  more robust")
+    ax.set_ylabel(metric_label(data.y, unit=True) + "  →  more accurate")
     ax.margins(x=0.12, y=0.1)
     handles = _legend_handles(
         data,
@@ -578,8 +602,8 @@ def page_cra(data: ReportData) -> Figure:
     radii = cra_columns(data.runs)
     caption = (
         "Certified robust accuracy (CRA) at radius ε: the fraction of test samples classified "
-        "correctly with a certificate larger than ε. One panel per configured radius; black "
-        "steps: the front in that panel's plane."
+        "correctly with a certificate larger than ε (an L2 radius in the input's pixel scale). "
+        "One panel per configured radius; black steps: the front in that panel's plane."
     )
     fig = _page(PAGE_TITLES[2], caption)
     if not radii:
@@ -627,19 +651,47 @@ def _is_grid(values: Sequence[float], max_values: int = 12, min_log_gap: float =
     return len(values) <= max_values and float(gaps.min()) >= min_log_gap
 
 
-def _tau_panel(ax: Axes, data: ReportData, col: str, label: str) -> None:
-    runs = data.runs[data.runs["loss_family"] == "tau_cce"]
-    if "params.loss.tau" in runs:
-        runs = runs[pd.to_numeric(runs["params.loss.tau"], errors="coerce") > 0]
-    runs = runs[np.isfinite(runs[col].astype(float))] if col in runs else runs.iloc[0:0]
-    if runs.empty:
-        _note(ax, "no tau_cce runs in these experiments")
-        return
-    colour = family_colour("tau_cce")
+# Axis names of the loss hyperparameters (frame.FAMILY_PARAMS says which family has which).
+_PARAM_LABELS = {
+    "loss.tau": "τ (cross-entropy temperature)",
+    "loss.min_margin": "min_margin",
+    "loss.alpha": "α",
+    "loss.offset": "offset",
+    "loss.temperature": "temperature",
+}
+
+
+def _param_label(param: str) -> str:
+    return _PARAM_LABELS.get(param, param.removeprefix("loss."))
+
+
+def _log_axis(values: pd.Series) -> bool:
+    """Log scale for positive values spread over a decade or more."""
+    values = values.astype(float)
+    return bool((values > 0).all() and values.max() >= 10 * values.min())
+
+
+def _family_runs(data: ReportData, family: str) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of `family` with numeric values for all of its hyperparameters, and those
+    hyperparameters' columns (none when the family has none, or no run logged them)."""
+    runs = data.runs[data.runs["loss_family"] == family]
+    columns = [f"params.{p}" for p, _, _ in FAMILY_PARAMS.get(family, ())]
+    if not columns or not all(c in runs for c in columns):
+        return runs.iloc[0:0], []
+    values = runs[columns].apply(pd.to_numeric, errors="coerce")
+    return runs[np.isfinite(values.astype(float)).all(axis=1)], columns
+
+
+def _line_panel(ax: Axes, data: ReportData, runs: pd.DataFrame, param: str, col: str) -> None:
+    """One hyperparameter against a metric: each run a point, a line through the mean at
+    each value."""
+    family = str(runs["loss_family"].iloc[0])
+    colour = family_colour(family)
+    runs = runs[np.isfinite(runs[col].astype(float))]
+    values = pd.to_numeric(runs[param])
     for experiment, group in runs.groupby("experiment", sort=False):
-        tau = pd.to_numeric(group["params.loss.tau"])
         ax.scatter(
-            tau,
+            values[group.index],
             group[col],
             marker=data.marker(str(experiment)),
             color=colour,
@@ -648,53 +700,70 @@ def _tau_panel(ax: Axes, data: ReportData, col: str, label: str) -> None:
             linewidths=0.6,
             zorder=3,
         )
-    tau = pd.to_numeric(runs["params.loss.tau"])
-    mean = runs.assign(tau=tau).groupby("tau")[col].mean().sort_index()
+    mean = runs.assign(v=values).groupby("v")[col].mean().sort_index()
     if len(mean) > 1:
         ax.plot(mean.index, mean.to_numpy(), color=colour, lw=1.4, alpha=0.8, zorder=2)
-    ax.set_xscale("log")
-    taus = sorted(tau.unique())
-    if _is_grid(taus):  # label the τ values that were run instead of powers of ten
-        ax.set_xticks(taus, [f"{t:g}" for t in taus])
+    log = _log_axis(values)
+    if log:
+        ax.set_xscale("log")
+    ticks = sorted(values.unique())
+    if _is_grid(ticks) if log else len(ticks) <= 12:  # label the values that were run
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter("")
-    ax.set_xlabel("τ (cross-entropy temperature, log scale)")
-    ax.set_ylabel(metric_label(label))
-    ax.set_title(f"tau_cce: τ vs {metric_label(label)}")
+    name = _param_label(param.removeprefix("params."))
+    ax.set_xlabel(name + (" (log scale)" if log else ""))
+    ax.set_ylabel(metric_label(col, unit=True))
+    ax.set_title(f"{family}: {name.split(' ')[0]} vs {metric_label(col)}")
     ax.margins(x=0.1, y=0.12)
 
 
-def _hkr_panel(fig: Figure, ax: Axes, data: ReportData, col: str, label: str) -> None:
-    runs = data.runs[data.runs["loss_family"] == "hkr"]
-    needed = ["params.loss.min_margin", "params.loss.alpha", col]
-    if runs.empty or not all(c in runs for c in needed):
-        _note(ax, "no HKR runs in these experiments")
-        return
+def _grid_panel(
+    fig: Figure, ax: Axes, data: ReportData, runs: pd.DataFrame, params: list[str], col: str
+) -> None:
+    """Two hyperparameters coloured by a metric: a heatmap when the runs form a small grid (a
+    cell is the mean of the runs with that setting), else a scatter on their axes (a search)."""
     runs = runs[np.isfinite(runs[col].astype(float))]
-    if runs.empty:
-        _note(ax, f"no HKR run has {label}")
-        return
-    runs = runs.assign(m=pd.to_numeric(runs[needed[0]]), a=pd.to_numeric(runs[needed[1]]))
-    grid = runs.groupby(["a", "m"])[col].agg(["mean", "size"]).reset_index()
-    margins, alphas = sorted(grid["m"].unique()), sorted(grid["a"].unique())
-    filled = len(grid) / (len(margins) * len(alphas))
-    if not (_is_grid(margins, 8, 0.0) and _is_grid(alphas, 8, 0.0) and filled >= 0.5):
-        _hkr_scatter(fig, ax, data, runs, col, label)  # a search (Optuna), not a grid
-        return
-    values = np.full((len(alphas), len(margins)), np.nan)
+    runs = runs.assign(h=pd.to_numeric(runs[params[0]]), v=pd.to_numeric(runs[params[1]]))
+    grid = runs.groupby(["v", "h"])[col].agg(["mean", "size"]).reset_index()
+    across, down = sorted(grid["h"].unique()), sorted(grid["v"].unique())
+    filled = len(grid) / (len(across) * len(down))
+    names = [_param_label(p.removeprefix("params.")) for p in params]
+    family = str(runs["loss_family"].iloc[0])
+    ax.set_title(f"{family}: {names[0]} × {names[1]}, colour = {metric_label(col)}")
+    if _is_grid(across, 8, 0.0) and _is_grid(down, 8, 0.0) and filled >= 0.5:
+        image = _heatmap(ax, grid, across, down)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+    else:
+        image = _grid_scatter(ax, data, runs, col)
+        for scale, label, values, name in (
+            (ax.set_xscale, ax.set_xlabel, runs["h"], names[0]),
+            (ax.set_yscale, ax.set_ylabel, runs["v"], names[1]),
+        ):
+            log = _log_axis(values)
+            if log:
+                scale("log")
+            label(name + (" (log scale)" if log else ""))
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.set_label(metric_label(col, unit=True))
+    lo, hi = image.norm.vmin, image.norm.vmax
+    if hi - lo < 1e-12:
+        bar.set_ticks([lo])
+
+
+def _heatmap(ax: Axes, grid: pd.DataFrame, across: list[float], down: list[float]):
+    """The grid's mean values as annotated cells (n when several runs share a setting)."""
+    values = np.full((len(down), len(across)), np.nan)
     sizes = np.zeros_like(values)
     for _, row in grid.iterrows():
-        i, j = alphas.index(row["a"]), margins.index(row["m"])
+        i, j = down.index(row["v"]), across.index(row["h"])
         values[i, j], sizes[i, j] = row["mean"], row["size"]
     image = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
-    ax.set_xticks(range(len(margins)), [f"{m:g}" for m in margins])
-    ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    ax.set_xticks(range(len(across)), [f"{m:g}" for m in across])
+    ax.set_yticks(range(len(down)), [f"{a:g}" for a in down])
     ax.grid(False)
-    ax.set_xlabel("HKR min_margin")
-    ax.set_ylabel("HKR α")
-    ax.set_title(f"hkr: min_margin × α, colour = {metric_label(label)}")
-    lo, hi = np.nanmin(values), np.nanmax(values)
-    for i in range(len(alphas)):
-        for j in range(len(margins)):
+    for i in range(len(down)):
+        for j in range(len(across)):
             if np.isnan(values[i, j]):
                 continue
             shade = image.cmap(image.norm(values[i, j]))
@@ -703,22 +772,18 @@ def _hkr_panel(fig: Figure, ax: Axes, data: ReportData, col: str, label: str) ->
             ax.text(
                 j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black"
             )
-    bar = fig.colorbar(image, ax=ax, shrink=0.9)
-    bar.set_label(metric_label(label))
-    if hi - lo < 1e-12:
-        bar.set_ticks([lo])
+    return image
 
 
-def _hkr_scatter(
-    fig: Figure, ax: Axes, data: ReportData, runs: pd.DataFrame, col: str, label: str
-) -> None:
-    """HKR runs that are not on a small grid: each run a point on log min_margin × log α."""
+def _grid_scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, col: str):
+    """Runs that are not on a small grid: each a point on the two hyperparameters' axes,
+    coloured by its value (labelled when there are few)."""
     values = runs[col].astype(float)
     norm = Normalize(float(values.min()), float(values.max()))
     for experiment, group in runs.groupby("experiment", sort=False):
         image = ax.scatter(
-            group["m"],
-            group["a"],
+            group["h"],
+            group["v"],
             c=group[col].astype(float),
             cmap="viridis",
             norm=norm,
@@ -732,35 +797,54 @@ def _hkr_scatter(
         for _, row in runs.iterrows():
             ax.annotate(
                 f"{float(row[col]):.3f}",
-                (row["m"], row["a"]),
+                (row["h"], row["v"]),
                 xytext=(5, 4),
                 textcoords="offset points",
                 fontsize=8,
             )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("HKR min_margin (log scale)")
-    ax.set_ylabel("HKR α (log scale)")
-    ax.set_title(f"hkr: min_margin × α, colour = {metric_label(label)}")
     ax.margins(0.08)
-    bar = fig.colorbar(image, ax=ax, shrink=0.9)
-    bar.set_label(metric_label(label))
+    return image
 
 
 def page_hyper(data: ReportData) -> Figure:
-    """τ against both objectives (log axis) and the HKR min_margin × α grid for both."""
-    caption = (
-        "Top: tau_cce runs, each a point (marker = experiment), the line joins the mean at each "
-        "τ. Bottom: HKR runs on their min_margin × α grid, a cell's colour and number are the "
-        "mean over the runs with that setting (n when more than one); runs that are not on a "
-        "small grid (an Optuna search) are points on log axes, coloured by their value."
-    )
-    fig = _page(PAGE_TITLES[3], caption)
-    axes = fig.subplots(2, 2)
-    _tau_panel(axes[0, 0], data, data.y_col, data.y)
-    _tau_panel(axes[0, 1], data, data.x_col, data.x)
-    _hkr_panel(fig, axes[1, 0], data, data.y_col, data.y)
-    _hkr_panel(fig, axes[1, 1], data, data.x_col, data.x)
+    """Each loss family's hyperparameters against both objectives, one row per family that
+    has hyperparameters: a curve for one hyperparameter (τ), a grid for two (HKR's
+    min_margin × α). A sweep of one family gets the whole page."""
+    rows = []
+    for family in data.families():
+        runs, params = _family_runs(data, family)
+        if params and not runs.empty:
+            rows.append((family, runs, params))
+    drawn = {family for family, _, _ in rows}
+    none = [f for f in data.families() if not FAMILY_PARAMS.get(f)]
+    unlogged = [f for f in data.families() if f not in drawn and f not in none]
+    parts = []
+    if any(len(p) == 1 for _, _, p in rows):
+        parts.append(
+            "One hyperparameter: each run a point (marker = experiment), the line joins the mean "
+            "at each value."
+        )
+    if any(len(p) == 2 for _, _, p in rows):
+        parts.append(
+            "Two hyperparameters: a cell's colour and number are the mean over the runs with that "
+            "setting (n when more than one); runs that are not on a small grid (an Optuna "
+            "search) are points on the two axes, coloured by their value."
+        )
+    if none:
+        parts.append(f"Not drawn: {', '.join(none)} (a loss without hyperparameters).")
+    if unlogged:
+        parts.append(f"Not drawn: {', '.join(unlogged)} (hyperparameters not logged as numbers).")
+    fig = _page(PAGE_TITLES[3], " ".join(parts))
+    if not rows:
+        _note(fig.add_subplot(), "none of these runs has a loss hyperparameter to draw")
+        return fig
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    for (_, runs, params), (left, right) in zip(rows, axes, strict=True):
+        for ax, col in ((left, data.y_col), (right, data.x_col)):
+            if len(params) == 1:
+                _line_panel(ax, data, runs, params[0], col)
+            else:
+                _grid_panel(fig, ax, data, runs, params[:2], col)
     if len(data.experiments) > 1:
         fig.legend(
             handles=[
@@ -802,18 +886,43 @@ def _run_handle(style: dict[str, object], label: str, lw: float, ms: float) -> L
 
 
 def _styles(runs: pd.DataFrame) -> dict[str, dict[str, object]]:
-    """Per run: its family's colour and, within a family, a different line style."""
+    """Per run: a shade of its family's colour of its own (light to dark in the order of
+    `runs`, along the front: more accurate to more robust), and within its family a line
+    style and a marker of its own."""
+    shades = {
+        family: family_shades(str(family), int(n))
+        for family, n in runs["loss_family"].value_counts().items()
+    }
     seen: dict[str, int] = {}
     out = {}
     for _, row in runs.iterrows():
         k = seen.get(row["loss_family"], 0)
         seen[row["loss_family"]] = k + 1
         out[row["run_id"]] = {
-            "color": family_colour(str(row["loss_family"])),
+            "color": shades[row["loss_family"]][k],
             "ls": RUN_LINESTYLES[k % len(RUN_LINESTYLES)],
             "marker": EXPERIMENT_MARKERS[k % len(EXPERIMENT_MARKERS)],
         }
     return out
+
+
+def _run_legend(
+    data: ReportData, runs: pd.DataFrame, styles: dict, lw: float, ms: float
+) -> list[Line2D]:
+    """Legend entries of the front runs drawn, under a heading per loss family."""
+    handles: list[Line2D] = []
+    for family in data.families():
+        mine = runs[runs["loss_family"] == family]
+        if mine.empty:
+            continue
+        handles.append(_header(family))
+        for _, row in mine.iterrows():
+            label = hyperparameters(row, greek=True)
+            if len(data.experiments) > 1:
+                label += f" [{row['experiment']}]"
+            label += f" · {str(row['run_id'])[:8]}"
+            handles.append(_run_handle(styles[row["run_id"]], label, lw=lw, ms=ms))
+    return handles
 
 
 def _reached(certificates: pd.DataFrame) -> np.ndarray:
@@ -838,7 +947,8 @@ def page_radius(data: ReportData) -> Figure:
         "CRA(ε) = fraction of test samples classified correctly with certificate > ε, "
         "computed from each front run's per-sample certificates (artifact "
         "certificates/test.parquet). Dots: the CRA the run logged at its configured radii "
-        "(dotted lines)." + note
+        "(dotted lines). Each run has its own shade of its loss family's colour, light to dark "
+        "from the most accurate to the most robust." + note
     )
     beyond = [radius_label(e) for e, _ in radii if e > top]
     if beyond and reach:
@@ -859,7 +969,6 @@ def page_radius(data: ReportData) -> Figure:
         return fig
     grid = np.linspace(0.0, top, 400)
     styles = _styles(runs)
-    handles = []
     for _, row in runs.iterrows():
         certs = data.certificates.get(row["run_id"])
         if certs is None:
@@ -880,7 +989,6 @@ def page_radius(data: ReportData) -> Figure:
                 mec="white",
                 mew=0.6,
             )
-        handles.append(_run_handle(style, _run_key(row, data), lw=1.8, ms=6))
     for eps, _ in radii:
         if eps > top:
             continue
@@ -899,30 +1007,43 @@ def page_radius(data: ReportData) -> Figure:
         )
     ax.set_xlim(0, top)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("radius ε (ℓ2)")
+    ax.set_xlabel(f"radius ε ({CERTIFICATE_UNIT})")
     ax.set_ylabel("test certified robust accuracy")
-    _legend(fig, handles, title="front run · run id")
+    shown = runs[[data.certificates.get(r) is not None for r in runs["run_id"]]]
+    _legend(fig, _run_legend(data, shown, styles, lw=1.8, ms=6), title="front run · run id")
     return fig
 
 
 def page_curves(data: ReportData) -> Figure:
-    """Validation accuracy and certificate per epoch for the front runs."""
+    """Validation accuracy and certificate per epoch for the front runs (one panel per metric
+    that some front run logged)."""
     runs, note = _curve_runs(data)
-    acc, cert = data.curve_metrics
+    logged = [
+        metric
+        for metric in data.curve_metrics
+        if any(
+            not data.histories.get(r, {}).get(metric, pd.DataFrame()).empty for r in runs["run_id"]
+        )
+    ]
+    missing = [m for m in data.curve_metrics if m not in logged]
     caption = (
-        f"Per-epoch validation metrics of the front runs ({acc}, {cert}), as logged during "
-        "training; colour = loss family, line style tells runs of a family apart." + note
+        f"Per-epoch validation metrics of the front runs ({', '.join(data.curve_metrics)}), as "
+        "logged during training; each run has its own shade of its loss family's colour (light "
+        "to dark from the most accurate to the most robust) and, within its family, its own "
+        "line style."
+        + (f" No front run logged {', '.join(missing)}." if missing and logged else "")
+        + note
     )
     fig = _page(PAGE_TITLES[5], caption)
-    axes = fig.subplots(1, 2)
+    if not logged:
+        _note(fig.add_subplot(), f"no {' or '.join(missing)} history logged by the front runs")
+        return fig
+    axes = np.atleast_1d(fig.subplots(1, len(logged)))
     styles = _styles(runs)
-    handles = []
-    drawn = {acc: 0, cert: 0}
-    for _, row in runs.iterrows():
-        style = styles[row["run_id"]]
-        history = data.histories.get(row["run_id"], {})
-        for ax, metric in zip(axes, (acc, cert), strict=True):
-            points = history.get(metric)
+    for ax, metric in zip(axes, logged, strict=True):
+        for _, row in runs.iterrows():
+            style = styles[row["run_id"]]
+            points = data.histories.get(row["run_id"], {}).get(metric)
             if points is None or points.empty:
                 continue
             ax.plot(
@@ -936,15 +1057,9 @@ def page_curves(data: ReportData) -> Figure:
                 mec="white",
                 mew=0.6,
             )
-            drawn[metric] += 1
-        handles.append(_run_handle(style, _run_key(row, data), lw=1.6, ms=5))
-    for ax, metric in zip(axes, (acc, cert), strict=True):
-        if not drawn[metric]:
-            _note(ax, f"no {metric} history logged by the front runs")
-            continue
         ax.set_title(metric_label(metric))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric_label(metric))
+        ax.set_ylabel(metric_label(metric, unit=True))
         epochs = [
             int(h[metric]["step"].max())
             for h in data.histories.values()
@@ -955,7 +1070,7 @@ def page_curves(data: ReportData) -> Figure:
             ax.set_xticks(range(1 if last > 0 else 0, last + 1))
         ax.set_xlim(0.5 if last > 0 else -0.5, last + 0.5)
         ax.margins(y=0.1)
-    _legend(fig, handles, title="front run · run id")
+    _legend(fig, _run_legend(data, runs, styles, lw=1.6, ms=5), title="front run · run id")
     return fig
 
 
@@ -992,6 +1107,7 @@ def table_pages(data: ReportData, table: pd.DataFrame) -> list[Figure]:
         caption = (
             f"The {len(table)} runs on the overall front, most accurate first. Objectives: "
             f"{data.y} and {data.x}; CRA = test certified robust accuracy at radius ε. "
+            "Certificates and ε are L2 radii in the input's pixel scale. "
             f"The same table is beside the PDF as {data.table_name}."
         )
         fig = _page(title, caption)
