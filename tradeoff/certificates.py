@@ -66,17 +66,17 @@ class Certifier:
         with eval_mode(model):
             # The walk over the whole model comes first and refuses what it cannot bound (a
             # container whose forward is not its children's composition included): only then
-            # is model[-1] the last map applied.
+            # is model[-1] the last map applied, and the last of the leaves it bounds.
             error = forward_error(model, shape)
             rounding = {"rounding_offset": error.offset, "rounding_slope": error.slope}
             rounding["dtype"] = error.dtype
             if class_of(head) in LINEAR_CLASSES:
-                body = lipschitz_bound(nn.Sequential(*list(model)[:-1]), shape)
+                body = math.prod(error.bounds[:-1])
                 w = head.weight.detach().to(torch.float64)
                 diff = _row_distances(w) * (1 + REL_SLACK)
                 total = body * float(torch.linalg.matrix_norm(w, ord=2)) * (1 + REL_SLACK)
                 return cls(pair_norms=(diff * body).float(), lipschitz=total, **rounding)
-            total = lipschitz_bound(model, shape)
+            total = error.lipschitz
         k = _num_outputs(model, shape)
         pair = torch.full((k, k), math.sqrt(2.0) * total)
         return cls(pair_norms=pair, lipschitz=total, **rounding)

@@ -55,13 +55,15 @@ class PrecisionError(ValueError):
 class ForwardError:
     """‖f̂(x) − f(x)‖₂ ≤ offset + slope·‖x‖₂ for the computed f̂ and the exact f, every x.
 
-    `dtype` and `device` are the arithmetic it holds for; `lipschitz` is the Lipschitz bound
-    of the exact map (the product of the leaves' bounds at the shapes they see).
+    `dtype` and `device` are the arithmetic it holds for; `bounds` the Lipschitz bound of each
+    leaf the forward pass applies, in order, at the shape it sees there, and `lipschitz` their
+    product, the bound of the exact map.
     """
 
     offset: float
     slope: float
     lipschitz: float
+    bounds: tuple[float, ...]
     dtype: torch.dtype
     device: torch.device
 
@@ -257,19 +259,21 @@ def _sll_error(
 def _residual_error(layer: Residual, x: torch.Tensor) -> tuple[float, float]:
     # x + g(x): g's own error, plus one rounding of the sum, |x + g(x)| ≤ (1 + K_g)|x| + |g(0)|
     u = unit_roundoff(x.dtype)
-    offset, slope, lip, zero = _chain(list(leaves(layer.branch)), torch.zeros_like(x))
+    offset, slope, bounds, zero = _chain(list(leaves(layer.branch)), torch.zeros_like(x))
+    lip = math.prod(bounds)
     return (1 + u) * slope + u * (1 + lip), (1 + u) * offset + u * zero
 
 
 def _chain(
     named: list[tuple[str, nn.Module]], x: torch.Tensor
-) -> tuple[float, float, float, float]:
-    """(offset, slope, Lipschitz bound, bound on ‖exact output at 0‖) of the composition of
-    `named` leaves, run on the zero input `x`: the recursion of the module docstring."""
+) -> tuple[float, float, list[float], float]:
+    """(offset, slope, the leaves' Lipschitz bounds, bound on ‖exact output at 0‖) of the
+    composition of `named` leaves, run on the zero input `x`: the module docstring's recursion."""
     offset = slope = zero = 0.0
-    lip = 1.0
+    lip, bounds = 1.0, []
     for name, leaf in named:
         bound = leaf_bound(leaf, tuple(x.shape[1:]), name)
+        bounds.append(bound)
         out = leaf(x)
         alpha, beta = _leaf_error(leaf, name, x, out, bound)
         offset = (bound + alpha) * offset + alpha * zero + beta
@@ -277,7 +281,7 @@ def _chain(
         lip *= bound
         zero = float(out.detach().double().norm()) * (1 + REL_SLACK) + offset
         x = out
-    return offset * (1 + REL_SLACK), slope * (1 + REL_SLACK), lip, zero
+    return offset * (1 + REL_SLACK), slope * (1 + REL_SLACK), bounds, zero
 
 
 def forward_error(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> ForwardError:
@@ -288,5 +292,5 @@ def forward_error(model: nn.Module, input_shape: tuple[int, ...] | None = None) 
     dtype, device = arithmetic(model)
     with torch.no_grad(), eval_mode(model):
         x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
-        offset, slope, lip, _ = _chain(list(leaves(model)), x)
-    return ForwardError(offset, slope, lip, dtype, device)
+        offset, slope, bounds, _ = _chain(list(leaves(model)), x)
+    return ForwardError(offset, slope, math.prod(bounds), tuple(bounds), dtype, device)
