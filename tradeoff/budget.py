@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Budget"]
 
 
 @dataclass
 class Budget:
-    """`seconds` of wall clock from `started` (by default: when the budget is made)."""
+    """`seconds` of wall clock from `started` (`time.perf_counter`; by default: when the
+    budget is made)."""
 
     seconds: float
-    started: float = field(default_factory=time.perf_counter)
+    started: float | None = None
 
     def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
         if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds)):
             raise ValueError(f"the budget must be finite seconds (got {self.seconds!r})")
         if self.seconds <= 0:

@@ -23,8 +23,10 @@ from omegaconf import DictConfig
 
 from . import resolvers  # noqa: F401  (registers ${first_set:...} used in tradeoff/conf/)
 from .allocator import tune_allocator
+from .data.augment import Augment
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
+from .schedules import Schedule
 from .tracking import RunTracker, check_tracking_uri, parent_run_id, resolve_tracking_uri
 
 log = logging.getLogger("tradeoff.train")
@@ -46,12 +48,34 @@ class Job:
     optimizer: torch.optim.Optimizer
     device: torch.device
     eps: tuple[float, ...]
+    schedule: Schedule | None = None
+    augment: Augment | None = None
+
+
+def _positive(value: Any) -> bool:
+    """A finite number > 0 (not a bool)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and value > 0
 
 
 def _check_train(cfg: DictConfig) -> None:
     t = cfg.train
+    budget, clip = t.get("budget_minutes"), t.get("grad_clip")
+    epochs_ok = isinstance(t.epochs, int) and t.epochs >= 1
     checks = [
-        ("train.epochs", t.epochs, isinstance(t.epochs, int) and t.epochs >= 1, "an integer >= 1"),
+        (
+            "train.epochs",
+            t.epochs,
+            epochs_ok or (budget is not None and t.epochs is None),
+            "an integer >= 1 (or null with train.budget_minutes)",
+        ),
+        (
+            "train.budget_minutes",
+            budget,
+            budget is None or _positive(budget),
+            "null or a finite number of minutes > 0",
+        ),
+        ("train.grad_clip", clip, clip is None or _positive(clip), "null or a finite number > 0"),
         (
             "train.batch_size",
             t.batch_size,
@@ -132,7 +156,15 @@ def build(cfg: DictConfig) -> Job:
         optimizer = make_optimizer(model.parameters())
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"optim: {exc}") from None
-    return Job(data, model, loss, optimizer, device, tuple(float(e) for e in cfg.eval.eps))
+    schedule = _instantiate("schedule", cfg.schedule) if "schedule" in cfg else None
+    augment = _instantiate("augment", cfg.augment) if "augment" in cfg else None
+    if augment is not None:
+        try:
+            augment.check(data.input_shape)
+        except ValueError as exc:
+            raise ConfigError(f"augment: {exc} (data={cfg.data.name})") from None
+    eps = tuple(float(e) for e in cfg.eval.eps)
+    return Job(data, model, loss, optimizer, device, eps, schedule, augment)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -160,6 +192,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             return dict(twin.data.metrics)
     tracker.start()
     log.info("MLflow run %s (%s)", tracker.run_id, tracker.uri)
+    budget = cfg.train.get("budget_minutes")
     try:
         result = fit(
             job.model,
@@ -168,16 +201,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
             split["train"],
             split["val"],
             split["test"],
-            epochs=int(cfg.train.epochs),
+            epochs=None if budget is not None else int(cfg.train.epochs),
+            budget_seconds=None if budget is None else 60.0 * float(budget),
             batch_size=int(cfg.train.batch_size),
             seed=int(cfg.train.seed),
             eps=job.eps,
             on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
             progress=cfg.train.progress,
+            schedule=job.schedule,
+            augment=job.augment,
+            grad_clip=cfg.train.get("grad_clip"),
         )
         final = {f"test/{k}": v for k, v in result.test.metrics.items()}
-        final["train/seconds"] = result.seconds
-        tracker.log_metrics(final, step=int(cfg.train.epochs))
+        final.update(result.cost)
+        tracker.log_metrics(final, step=len(result.history))
+        tracker.set_tags({"stopped_by": "budget" if result.stopped_at_budget else "epochs"})
         tracker.log_certificates("test", result.test)
         if cfg.tracking.get("log_model", True):
             tracker.log_models(job.model, export_vanilla(job.model))
