@@ -133,6 +133,7 @@ def test_rerun_reopens_the_parent_and_the_report_attaches_to_it(quick_sweep):
         before.loc[before["tags.tradeoff.role"] == "sweep", "run_id"]
     )
     assert parent["status"].item() == "FINISHED"
+    assert "browse the runs: http://127.0.0.1:5000/#/experiments/" in again.stdout + again.stderr
     report = _cli(["tradeoff-report", "quick"], cwd)
     assert report.returncode == 0, report.stderr[-3000:]
     run_id = parent["run_id"].item()

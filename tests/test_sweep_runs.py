@@ -20,6 +20,7 @@ from tradeoff.tracking import (
     experiment_name,
     open_experiment,
     open_parent_run,
+    runs_page,
     sweep_key,
 )
 
@@ -144,3 +145,13 @@ def test_a_new_sweep_run_that_trained_nothing_is_deleted(client):
     )
     close_parent_run(client, again, "FINISHED", experiment="rerun", created=created)
     assert again == kept and client.get_run(kept).info.lifecycle_stage == "active"
+
+
+def test_runs_page_lists_every_run_in_model_training_mode():
+    page = runs_page("sqlite:///mlflow.db", "7")
+    assert page.startswith("http://127.0.0.1:5000/#/experiments/7/runs?")
+    # Sorting by a metric lists child runs flat; the workflow type skips the GenAI pages.
+    assert "workflowType=machine_learning" in page and "orderByKey=metrics." in page
+    assert runs_page("https://mlflow.example:8443/", "7").startswith(
+        "https://mlflow.example:8443/#/"
+    )

@@ -437,6 +437,20 @@ def close_parent_run(
     except Exception as exc:  # the jobs' runs are safe: a summary is not worth failing over
         log.warning("could not log the summary of sweep run %s: %s", run_id, exc)
     with_retries(client.set_terminated, run_id, status)
+    log.info("browse the runs: %s", runs_page(client.tracking_uri, experiment_id))
+
+
+def runs_page(uri: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs, every run listed (sorted by test accuracy,
+    so child runs are not folded under their parent) in the UI's model-training mode.
+
+    For a local store the address is `mlflow ui`'s default, http://127.0.0.1:5000.
+    """
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    query = (
+        "workflowType=machine_learning&orderByKey=metrics.%60test%2Faccuracy%60&orderByAsc=false"
+    )
+    return f"{base}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def write_parent_file(
@@ -680,6 +694,7 @@ __all__ += [
     "parent_run_id",
     "quote_filter",
     "reap_dead_runs",
+    "runs_page",
     "sweep_key",
     "with_retries",
     "write_parent_file",
