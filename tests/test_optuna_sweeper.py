@@ -312,6 +312,15 @@ def test_study_with_conditional_space_finishes_then_resumes(workspace):
     assert "Pareto set of Optuna study 'pareto'" in proc.stdout
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent["run_id"])}
     assert {"pareto.json", "pareto.yaml"} <= artifacts
+    # The study's parent holds the sweep's summary, from the report's frame and front code.
+    from tradeoff.report import load_runs
+
+    jobs = load_runs("pareto", tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    assert parent["metrics.sweep/runs"] == 6
+    assert parent["metrics.sweep/front_runs"] == jobs["on_front"].sum()
+    assert parent["metrics.sweep/best_test_accuracy"] == jobs["metrics.test/accuracy"].max()
+    kind = mlflow.MlflowClient().get_experiment_by_name("pareto").tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
     # The same command with n_trials=8 adds exactly the 2 missing trials.
     _cli(_study_cmd("pareto", 8, "second", *SPACE), workspace)
@@ -326,6 +335,7 @@ def test_study_with_conditional_space_finishes_then_resumes(workspace):
     children = runs[runs["tags.tradeoff.role"] == "job"]
     assert list(parents["run_id"]) == [parent["run_id"]], "the parent is reopened, not duplicated"
     assert parents.iloc[0]["status"] == "FINISHED"
+    assert parents.iloc[0]["metrics.sweep/runs"] == 8  # the summary covers the resumed trials
     assert sorted(children["tags.optuna.trial"].astype(int)) == list(range(8))
     assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"]}
 

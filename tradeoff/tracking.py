@@ -1,7 +1,7 @@
 """The one place that talks to MLflow: experiments, sweep parent runs, job runs and artifacts.
 
-Every experiment is tagged as model training (the MLflow UI then opens on its runs) and carries
-its sweep's description. A sweep is an MLflow parent run opened in the launching process
+Every experiment is tagged as model training (`mlflow.experimentKind`) and carries its sweep's
+description. A sweep is an MLflow parent run opened in the launching process
 (`SweepCallback`), its jobs are child runs (`mlflow.parentRunId`); running the same sweep again
 reopens the same parent, and at the end the parent gets the sweep's summary metrics. Each job
 logs its whole resolved config as params, its metrics per epoch, the test metrics, per-sample
@@ -66,7 +66,8 @@ ADHOC_DESCRIPTION = (
     "run per `tradeoff-train -m` with its jobs as child runs. `tracking.experiment=NAME` files "
     "runs elsewhere."
 )
-# Makes the MLflow UI (3.x) open an experiment on its training runs, not on GenAI traces.
+# The experiment's kind for MLflow 3.x. The 3.17 UI shows an experiment by its own GenAI / Model
+# training switch instead, so links to it say workflowType=machine_learning (runs_page).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 NOTE = "mlflow.note.content"  # the description MLflow shows for an experiment or a run
 
