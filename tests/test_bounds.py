@@ -150,6 +150,23 @@ def test_a_container_with_another_forward_is_refused_by_certify_too():
             call()
 
 
+def test_the_head_is_the_last_map_applied_whatever_indexing_returns():
+    torch.manual_seed(0)
+    layers = [nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)]
+    decoy = nn.Linear(8, 3)
+    nn.init.zeros_(decoy.weight)  # as a head, it would make every radius infinite
+
+    class Indexed(nn.Sequential):
+        def __getitem__(self, idx):
+            return decoy
+
+    x = torch.rand(6, 1, 4, 4)
+    flat = certify(nn.Sequential(*layers), x)
+    torch.testing.assert_close(certify(Indexed(*layers), x), flat)
+    nested = nn.Sequential(nn.Sequential(*layers[:3]), nn.Sequential(layers[3]))
+    torch.testing.assert_close(certify(nested, x), flat)
+
+
 def test_parametrized_layers_and_zoo_models_are_accepted():
     linear = nn.utils.parametrizations.orthogonal(nn.Linear(6, 6))
     assert _bound(linear, (6,)) == pytest.approx(1.0, rel=1e-5)

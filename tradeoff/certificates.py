@@ -23,6 +23,7 @@ from .bounds import (
     class_of,
     eval_mode,
     layer_bounds,
+    leaves,
     lipschitz_bound,
 )
 from .finite import require_finite, require_finite_logits
@@ -61,12 +62,12 @@ class Certifier:
     def from_model(cls, model: nn.Module, input_shape: tuple[int, ...] | None = None) -> Certifier:
         """Constants of `model` as it runs in eval mode; `PrecisionError` for float16, bfloat16
         and autocast, `NotLipschitzError` for what `tradeoff.bounds` cannot bound."""
-        head = model[-1] if isinstance(model, nn.Sequential) and len(model) > 1 else None
+        # The walk refuses what it cannot bound (a container whose forward is not its
+        # children's composition included); its last leaf is the last map the model applies.
+        named = list(leaves(model))
+        head = named[-1][1] if len(named) > 1 else None
         shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
         with eval_mode(model):
-            # The walk over the whole model comes first and refuses what it cannot bound (a
-            # container whose forward is not its children's composition included): only then
-            # is model[-1] the last map applied, and the last of the leaves it bounds.
             error = forward_error(model, shape)
             rounding = {"rounding_offset": error.offset, "rounding_slope": error.slope}
             rounding["dtype"] = error.dtype
