@@ -318,9 +318,10 @@ def test_report_from_a_real_digits_sweep(digits_sweep):
     proc = _cli([sys.executable, "-m", "tradeoff.report.cli", "quick"], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pdf = cwd / "reports" / "quick.pdf"
-    assert _pages(pdf) == 7
+    assert _pages(pdf) == 8  # the seven pages, then the cost page: the runs logged their cost
     for page, title in enumerate(PAGE_TITLES, start=1):
         assert title in _pdftotext(pdf, page), (page, title)
+    assert "Accuracy and robustness vs training cost" in _pdftotext(pdf, 8)
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     runs = load_runs("quick", tracking_uri=uri)
     assert len(runs) == 4 and set(runs["loss_family"]) == {"tau_cce", "hkr"}

@@ -16,7 +16,7 @@ import logging.handlers
 import sys
 from collections.abc import Iterator
 
-from .frame import DEFAULT_X, DEFAULT_Y, REFERENCE, ReportError
+from .frame import DEFAULT_X, DEFAULT_Y, ReportError
 from .pdf import build_report, outputs
 
 __all__ = ["main"]
@@ -51,21 +51,23 @@ def _parser() -> argparse.ArgumentParser:
         "--x",
         default=DEFAULT_X,
         metavar="METRIC",
-        help=f"robustness objective, maximised (default: {DEFAULT_X})",
+        help=f"x objective (default: {DEFAULT_X}): a robustness metric, maximised, or a "
+        "cost (train/seconds, train/peak_memory_mb, model/params), minimised",
     )
     parser.add_argument(
         "--y",
         default=DEFAULT_Y,
         metavar="METRIC",
-        help=f"accuracy objective, maximised (default: {DEFAULT_Y})",
+        help=f"y objective (default: {DEFAULT_Y}), maximised; a cost or a loss is minimised",
     )
     parser.add_argument(
         "--reference",
         nargs=2,
         type=float,
-        default=REFERENCE,
+        default=None,
         metavar=("X", "Y"),
-        help="hypervolume reference point (default: 0 0, the worst corner)",
+        help="hypervolume reference point (default: the worst corner: 0 on a maximised "
+        "axis, 1.1 x the largest value on a minimised one)",
     )
     parser.add_argument(
         "--no-attach",
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                 parent=args.parent,
                 x=args.x,
                 y=args.y,
-                reference=tuple(args.reference),
+                reference=tuple(args.reference) if args.reference else None,
                 attach=not args.no_attach,
             )
         except ReportError as exc:

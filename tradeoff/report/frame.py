@@ -3,7 +3,9 @@
 One row per FINISHED job run (tag `tradeoff.role=job`), with the columns `mlflow.search_runs`
 would give (`params.loss.tau`, `metrics.test/accuracy`, `tags.loss_family`, ...) plus a few
 plain ones (`run_id`, `experiment`, `status`, `run_name`, `loss_family`, `on_front`). The front
-and hypervolume come from `moocore`; both objectives are maximised.
+and hypervolume come from `moocore`. Accuracy and robustness metrics are maximised; what a run
+spent (`train/seconds`, `train/peak_memory_mb`, `model/params`) and losses are minimised
+(`maximised`), so `--x train/seconds` draws the front of accuracy against cost.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "COST_METRICS",
     "DEFAULT_X",
     "DEFAULT_Y",
     "REFERENCE",
     "ReportError",
     "RunSelection",
     "cra_columns",
+    "default_reference",
     "front_table",
     "hyperparameters",
     "hypervolume",
     "load_runs",
+    "maximised",
     "metric_column",
     "pareto_front",
     "radius_label",
@@ -42,6 +47,10 @@ DEFAULT_Y = "test/accuracy"
 # Hypervolume reference point: the worst possible corner for two maximised objectives that are
 # both >= 0 (accuracy, certificate radius, CRA). Points not better than it contribute nothing.
 REFERENCE: tuple[float, float] = (0.0, 0.0)
+# What a run spent, logged by every run since the recipe's cost metrics: the report's cost axes.
+COST_METRICS = ("train/seconds", "train/peak_memory_mb", "model/params")
+# Metrics where less is better, besides losses; every other metric is maximised.
+_MINIMISED = ("train/seconds", "train/epoch_seconds", "train/peak_memory_mb", "model/params")
 
 _PAGE = 1000  # runs per search page
 
@@ -223,6 +232,24 @@ def metric_column(df: pd.DataFrame, name: str, *, required: bool = True) -> str:
     )
 
 
+def maximised(metric: str) -> bool:
+    """Whether more of `metric` is better: False for cost (seconds, memory, parameters) and
+    losses, True for accuracy, certificates, CRA and throughput (`train/images_per_second`)."""
+    name = metric.removeprefix("metrics.")
+    return not (name in _MINIMISED or name.endswith("/loss"))
+
+
+def default_reference(df: pd.DataFrame, x: str, y: str) -> tuple[float, float]:
+    """The hypervolume's reference point: 0 on a maximised axis (the worst accuracy or radius),
+    and 1.1 × the largest value on a minimised one (cost has no natural worst value)."""
+    _, points = _points(df, x, y)
+    ref = []
+    for i, metric in enumerate((x, y)):
+        worst = float(points[:, i].max()) if len(points) else 0.0
+        ref.append(0.0 if maximised(metric) else 1.1 * worst if worst > 0 else 1.0)
+    return ref[0], ref[1]
+
+
 def _points(df: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     """(finite-row mask, the n×2 array of those rows' (x, y))."""
     columns = [metric_column(df, x, required=False), metric_column(df, y, required=False)]
@@ -232,7 +259,8 @@ def _points(df: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
-    """True for the runs no other run dominates with both `x` and `y` maximised.
+    """True for the runs no other run dominates in `x` and `y`, each maximised or minimised
+    as `maximised` says.
 
     Rows missing either metric are False. Duplicated front points are all kept (neither
     dominates the other), so runs with identical results are all marked on the front.
@@ -240,23 +268,27 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
     mask, points = _points(df, x, y)
     out = np.zeros(len(df), dtype=bool)
     if len(points):
-        out[mask] = moocore.is_nondominated(points, maximise=True, keep_weakly=True)
+        directions = [maximised(x), maximised(y)]
+        out[mask] = moocore.is_nondominated(points, maximise=directions, keep_weakly=True)
     return pd.Series(out, index=df.index, name="on_front")
 
 
-def hypervolume(df: pd.DataFrame, x: str, y: str, reference: Iterable[float] = REFERENCE) -> float:
-    """Area dominated by the runs' (x, y), both maximised, and bounded below by `reference`.
+def hypervolume(
+    df: pd.DataFrame, x: str, y: str, reference: Iterable[float] | None = REFERENCE
+) -> float:
+    """Area dominated by the runs' (x, y), each maximised or minimised as `maximised` says,
+    and bounded by `reference` (None: `default_reference`).
 
     The default reference (0, 0) is the worst corner for accuracy and certificate radii;
     points not strictly better than the reference in both objectives add nothing.
     """
-    ref = [float(v) for v in reference]
+    ref = [float(v) for v in (default_reference(df, x, y) if reference is None else reference)]
     if len(ref) != 2 or not all(math.isfinite(v) for v in ref):
         raise ReportError(f"the hypervolume reference must be two finite numbers, got {ref}")
     _, points = _points(df, x, y)
     if not len(points):
         return 0.0
-    return float(moocore.hypervolume(points, ref=ref, maximise=True))
+    return float(moocore.hypervolume(points, ref=ref, maximise=[maximised(x), maximised(y)]))
 
 
 def load_runs(

@@ -22,9 +22,9 @@ from .attach import attach_report, sweep_parents
 from .frame import (
     DEFAULT_X,
     DEFAULT_Y,
-    REFERENCE,
     ReportError,
     RunSelection,
+    default_reference,
     front_table,
     hypervolume,
     metric_column,
@@ -82,13 +82,19 @@ def _fetch(client, runs: pd.DataFrame, metrics: Iterable[str]) -> tuple[dict, di
 
 
 def _report_data(
-    selection: RunSelection, x: str, y: str, reference: tuple[float, float], table_name: str
+    selection: RunSelection,
+    x: str,
+    y: str,
+    reference: tuple[float, float] | None,
+    table_name: str,
 ) -> tuple[ReportData, pd.DataFrame]:
     """The pages' data and the front table, before the per-run artifacts are fetched."""
     runs = selection.runs
     x_col, y_col = metric_column(runs, x), metric_column(runs, y)
     x, y = x_col.removeprefix("metrics."), y_col.removeprefix("metrics.")
     runs["on_front"] = pareto_front(runs, x_col, y_col)
+    if reference is None:
+        reference = default_reference(runs, x_col, y_col)
     data = ReportData(
         runs=runs,
         experiments=selection.experiments,
@@ -124,13 +130,15 @@ def build_report(
     parent: str | None = None,
     x: str = DEFAULT_X,
     y: str = DEFAULT_Y,
-    reference: tuple[float, float] = REFERENCE,
+    reference: tuple[float, float] | None = None,
     attach: bool = True,
 ) -> Path:
     """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
     with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path. With
     `attach`, the three files also become artifacts (`report/`) of the sweep parent runs
-    whose job runs the report draws (`--parent`'s run alone when given).
+    whose job runs the report draws (`--parent`'s run alone when given). `reference`: the
+    hypervolume's reference point, by default `frame.default_reference` (0 for accuracy and
+    robustness, above the largest cost for a cost axis).
 
     Raises ReportError for an unknown experiment or parent run, an experiment without
     FINISHED job runs, or a metric no run has; nothing is written then.

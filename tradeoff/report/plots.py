@@ -29,6 +29,7 @@ from .frame import (
     cra_columns,
     hyperparameters,
     hypervolume,
+    maximised,
     pareto_front,
     radius_label,
 )
@@ -99,6 +100,9 @@ _METRIC_NAMES = {
     "lipschitz_bound": "Lipschitz bound",
     "loss": "loss",
     "seconds": "training seconds",
+    "peak_memory_mb": "peak memory (MiB)",
+    "params": "parameters",
+    "images_per_second": "images per second",
 }
 
 
@@ -299,11 +303,19 @@ def _scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: st
         )
 
 
-def _step_front(ax: Axes, xs: np.ndarray, ys: np.ndarray, **kwargs: object) -> None:
-    """The attainment line of a maximised 2-D front: from the most accurate point down in
-    steps to the most robust one."""
+def _step_front(
+    ax: Axes, xs: np.ndarray, ys: np.ndarray, x_max: bool = True, **kwargs: object
+) -> None:
+    """The attainment line of a 2-D front, in steps from point to point along x; `x_max`:
+    whether x is maximised (robustness) or minimised (cost), which sets the side of each step."""
     order = np.lexsort((-ys, xs))
-    ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], drawstyle="steps-pre", **kwargs)
+    style = "steps-pre" if x_max else "steps-post"
+    ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], drawstyle=style, **kwargs)
+
+
+def _better(metric: str, more: str) -> str:
+    """The axis hint of `metric`: `→  more <more>` when maximised, `←  less` when minimised."""
+    return f"  →  more {more}" if maximised(metric) else "  ←  less (better)"
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -355,7 +367,8 @@ def page_summary(data: ReportData) -> Figure:
             not_finished[status] = not_finished.get(status, 0) + n
     left_out = ", ".join(f"{n} {s}" for s, n in sorted(not_finished.items()))
     best_acc = plotted.loc[plotted[data.y_col].astype(float).idxmax()]
-    best_rob = plotted.loc[plotted[data.x_col].astype(float).idxmax()]
+    x_values = plotted[data.x_col].astype(float)
+    best_rob = plotted.loc[x_values.idxmax() if maximised(data.x) else x_values.idxmin()]
     front_fams = front["loss_family"].value_counts()
     hv_family = []
     for family in data.families():
@@ -392,7 +405,8 @@ def page_summary(data: ReportData) -> Figure:
         ),
         (
             "Objectives",
-            f"x = {data.x}, y = {data.y}, both maximised",
+            f"x = {data.x} ({'max' if maximised(data.x) else 'min'}imised), "
+            f"y = {data.y} ({'max' if maximised(data.y) else 'min'}imised)",
         ),
         (
             "Pareto front",
@@ -401,7 +415,10 @@ def page_summary(data: ReportData) -> Figure:
             + ")",
         ),
         ("Most accurate run", _run_line(best_acc, data)),
-        ("Most robust run", _run_line(best_rob, data)),
+        (
+            "Most robust run" if maximised(data.x) else f"Least {metric_label(data.x)}",
+            _run_line(best_rob, data),
+        ),
         (
             "Hypervolume",
             f"{data.hypervolume:.4f}: the area of the ({data.x}, {data.y}) plane that the runs "
@@ -550,6 +567,7 @@ def page_front(data: ReportData) -> Figure:
             ax,
             fam_front[data.x_col].to_numpy(float),
             fam_front[data.y_col].to_numpy(float),
+            maximised(data.x),
             color=family_colour(family),
             lw=1.2,
             ls="--",
@@ -557,11 +575,11 @@ def page_front(data: ReportData) -> Figure:
             zorder=2,
         )
     fx, fy = front[data.x_col].to_numpy(float), front[data.y_col].to_numpy(float)
-    _step_front(ax, fx, fy, color=FRONT_COLOUR, lw=2.2, zorder=2.5)
+    _step_front(ax, fx, fy, maximised(data.x), color=FRONT_COLOUR, lw=2.2, zorder=2.5)
     _scatter(ax, data, plotted, data.x_col, data.y_col)
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=4)
-    ax.set_xlabel(metric_label(data.x, unit=True) + "  →  more robust")
-    ax.set_ylabel(metric_label(data.y, unit=True) + "  →  more accurate")
+    ax.set_xlabel(metric_label(data.x, unit=True) + _better(data.x, "robust"))
+    ax.set_ylabel(metric_label(data.y, unit=True) + _better(data.y, "accurate"))
     ax.margins(x=0.12, y=0.1)
     handles = _legend_handles(
         data,
@@ -1202,6 +1220,10 @@ def render_pages(data: ReportData, table: pd.DataFrame) -> list[Figure]:
         page_curves(data),
         *table_pages(data, table),
     ]
+    from .cost import has_cost, page_cost  # it draws with this module's helpers
+
+    if has_cost(data.runs):
+        figures.append(page_cost(data))
     name = ", ".join(data.experiments)
     for i, fig in enumerate(figures, start=1):
         fig.text(

@@ -1,0 +1,91 @@
+"""The report's cost page: accuracy and certified robust accuracy against what each run spent.
+
+Drawn when the runs logged cost metrics (every run since the recipe's cost metrics): one column
+per cost (wall-clock seconds of the fit, peak memory, parameters), one row for the report's
+accuracy objective and one for CRA at a radius; each panel's front is the runs that no cheaper
+run beats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .frame import COST_METRICS, cra_columns, pareto_front, radius_label
+from .plots import (
+    FRONT_COLOUR,
+    ReportData,
+    _legend,
+    _legend_handles,
+    _page,
+    _scatter,
+    _step_front,
+    metric_label,
+)
+
+__all__ = ["COST_PAGE_TITLE", "cost_columns", "has_cost", "page_cost"]
+
+COST_PAGE_TITLE = "Accuracy and robustness vs training cost"
+CRA_RADIUS = 36 / 255  # the radius of the cost page's CRA row, when the runs have it
+
+
+def cost_columns(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """(metric, column) of each cost metric some run logged, in COST_METRICS order."""
+    out = []
+    for metric in COST_METRICS:
+        column = f"metrics.{metric}"
+        if column in runs and runs[column].notna().any():
+            out.append((metric, column))
+    return out
+
+
+def has_cost(runs: pd.DataFrame) -> bool:
+    """Whether any run logged a cost metric (runs from before cost was logged have none)."""
+    return bool(cost_columns(runs))
+
+
+def _cra_row(runs: pd.DataFrame) -> tuple[str, str] | None:
+    """(label, column) of the CRA nearest CRA_RADIUS, if the runs logged any."""
+    radii = cra_columns(runs)
+    if not radii:
+        return None
+    eps, column = min(radii, key=lambda r: abs(r[0] - CRA_RADIUS))
+    return f"test CRA at ε = {radius_label(eps)}", column
+
+
+def page_cost(data: ReportData) -> Figure:
+    """Accuracy (the y objective) and CRA against each cost metric, one panel each."""
+    costs = cost_columns(data.runs)
+    rows = [(metric_label(data.y), data.y_col)]
+    cra = _cra_row(data.runs)
+    if cra is not None:
+        rows.append(cra)
+    caption = (
+        "What each run spent: the wall-clock seconds of its whole fit (training, validation, "
+        "test), its peak memory (on CUDA the tensors' peak; on CPU the process's peak resident "
+        "set, which also counts the data and, in a multirun sharing one process, the jobs "
+        "before it) and its trainable parameters. Black steps: the front of each panel, the "
+        "runs that no cheaper run beats. Log scale where a cost spans more than 20×."
+    )
+    fig = _page(COST_PAGE_TITLE, caption)
+    axes = fig.subplots(len(rows), len(costs), squeeze=False, sharey="row")
+    for r, (label, ycol) in enumerate(rows):
+        for c, (metric, xcol) in enumerate(costs):
+            ax = axes[r, c]
+            runs = data.runs[np.isfinite(data.runs[[xcol, ycol]].astype(float)).all(axis=1)]
+            if len(runs):
+                front = runs[pareto_front(runs, xcol, ycol)]
+                xs, ys = front[xcol].to_numpy(float), front[ycol].to_numpy(float)
+                _step_front(ax, xs, ys, False, color=FRONT_COLOUR, lw=1.6, zorder=2)
+                _scatter(ax, data, runs, xcol, ycol)
+                values = runs[xcol].astype(float)
+                if values.min() > 0 and values.max() > 20 * values.min():
+                    ax.set_xscale("log")
+            ax.set_xlabel(metric_label(metric) + "  ←  cheaper")
+            if c == 0:
+                ax.set_ylabel(label)
+            ax.margins(0.08)
+    _legend(fig, _legend_handles(data, [Line2D([], [], color=FRONT_COLOUR, lw=1.6, label="front")]))
+    return fig
