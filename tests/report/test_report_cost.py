@@ -84,7 +84,7 @@ def test_front_and_summary_pages_say_less_is_better():
     assert front["metrics.train/seconds"].min() == data.runs["metrics.train/seconds"].min()
     assert "less (better)" in page_front(data).axes[0].get_xlabel()
     text = _page_text(page_summary(data))
-    assert "x = train/seconds (minimised)" in text and "Least train training seconds" in text
+    assert "x = train/seconds (minimised)" in text and "Least train seconds (wall clock)" in text
 
 
 def test_cost_page_draws_accuracy_and_cra_against_each_cost():
@@ -94,7 +94,7 @@ def test_cost_page_draws_accuracy_and_cra_against_each_cost():
     assert len(panels) == 2 * len(COST_METRICS)
     labels = {ax.get_xlabel() for ax in panels}
     assert labels == {
-        "train training seconds  ←  cheaper",
+        "train seconds (wall clock)  ←  cheaper",
         "train peak memory (MiB)  ←  cheaper",
         "model parameters  ←  cheaper",
     }

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from .frame import COST_METRICS, cra_columns, pareto_front, radius_label
 from .plots import (
@@ -83,6 +84,9 @@ def page_cost(data: ReportData) -> Figure:
                 values = runs[xcol].astype(float)
                 if values.min() > 0 and values.max() > 20 * values.min():
                     ax.set_xscale("log")
+                else:  # few short tick labels: parameter counts read 105k, not 105856
+                    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+                    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.set_xlabel(metric_label(metric) + "  ←  cheaper")
             if c == 0:
                 ax.set_ylabel(label)

@@ -99,7 +99,7 @@ _METRIC_NAMES = {
     "mean_certificate_correct": "mean certificate of correct samples",
     "lipschitz_bound": "Lipschitz bound",
     "loss": "loss",
-    "seconds": "training seconds",
+    "seconds": "seconds (wall clock)",
     "peak_memory_mb": "peak memory (MiB)",
     "params": "parameters",
     "images_per_second": "images per second",
