@@ -15,7 +15,7 @@ from tradeoff.nn.parametrizations import SpectralBjorck
 
 
 def test_available_lists_the_required_models():
-    assert {"seed_conv", "seed_mlp", "lipconvnet", "sll_net"} <= set(zoo.available())
+    assert {"seed_conv", "seed_mlp", "lipconvnet", "sll_net", "convnet"} <= set(zoo.available())
 
 
 def test_seed_conv_is_the_seed_architecture():
