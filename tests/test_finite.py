@@ -10,15 +10,9 @@ import torch
 
 from tradeoff import zoo
 from tradeoff.certificates import Certifier, certify, certify_logits
-from tradeoff.data import load_dataset
 from tradeoff.finite import NonFiniteError
 from tradeoff.loop import TrainingDiverged, evaluate, fit
 from tradeoff.losses import TauCrossEntropy
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", val_size=0, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,10 @@ from torch import nn
 
 from tradeoff import zoo
 from tradeoff.certificates import Certifier, certify, lipschitz_bound
-from tradeoff.data import load_dataset
 from tradeoff.loop import fit
 from tradeoff.losses import TauCrossEntropy
 
 CLASSES = 200
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", val_size=0, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from .bounds import (
 )
 from .finite import require_finite, require_finite_logits
 from .rounding import PrecisionError, arithmetic, forward_error
+from .tightness import empirical_lipschitz, jacobian_norm, margin_slopes
 
 __all__ = [
     "Certifier",
@@ -195,52 +196,52 @@ def summarize(
     return out
 
 
-def _empirical_norm(
-    fn, shape: tuple[int, ...], n_iter: int, generator: torch.Generator, device
-) -> float:
-    """Lower bound on the local Lipschitz constant: power iteration on JᵀJ at a random point."""
-    x = torch.rand((1, *shape), generator=generator).to(device)
-    v = torch.randn((1, *shape), generator=generator).to(device)
-    v = v / v.norm()
-    best = 0.0
-    for _ in range(n_iter):
-        _, jv = torch.func.jvp(fn, (x,), (v,))
-        best = max(best, float(jv.detach().norm()))
-        _, vjp_fn = torch.func.vjp(fn, x)
-        (jtjv,) = vjp_fn(jv)
-        norm = jtjv.norm()
-        if norm == 0:
-            break
-        v = jtjv / norm
-    return best
-
-
 def audit(
     model: nn.Module,
     input_shape: tuple[int, ...] | None = None,
     *,
+    x: torch.Tensor | None = None,
     n_iter: int = 50,
     seed: int = 0,
 ) -> list[dict[str, object]]:
-    """Each layer's bound against an empirical lower bound, and the same for the whole model.
+    """Each layer's bound against an empirical lower bound, the same for the whole model, and
+    given samples `x`, for the margins that set their certificates.
 
-    The lower bound is the norm of the layer's Jacobian at a random point found by power
-    iteration (exact for linear layers); `ratio` = bound / lower bound shows how tight it is.
+    `ratio` = bound / lower bound ≥ 1 is how loose the bound can be (`tradeoff.tightness`):
+    near 1 it is tight; large, the certificates are likely smaller than they could be. Lower
+    bounds: a layer's, power iteration at a random point (exact for linear layers); the
+    model's ("model"), power iteration at random points and at the first samples of `x`;
+    the margins' ("margins"), at the sample of `x` (first 256) whose certificate's margin
+    f_k − f_j has the steepest gradient against its certified constant, that gradient's norm.
     """
-    shape = input_shape if input_shape is not None else model.input_shape
+    shape = tuple(input_shape if input_shape is not None else model.input_shape)
+    if x is not None:
+        require_finite(x, "samples", "audit them only once they are finite")
     gen = torch.Generator().manual_seed(seed)
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    like = param.detach() if param is not None else torch.zeros(())
     rows: list[dict[str, object]] = []
     with eval_mode(model):
         for row in layer_bounds(model, shape):
-            lower = _empirical_norm(row.module, row.input_shape, n_iter, gen, device)
+            start = torch.rand((1, *row.input_shape), generator=gen, dtype=like.dtype)
+            lower = jacobian_norm(row.module, start.to(like.device), n_iter, gen)
             rows.append(
                 _audit_row(row.name, type(row.module).__name__, row.input_shape, row.bound, lower)
             )
         total = lipschitz_bound(model, shape)
-        lower = _empirical_norm(model, tuple(shape), n_iter, gen, device)
-        rows.append(_audit_row("model", type(model).__name__, tuple(shape), total, lower))
+        lower = empirical_lipschitz(model, input_shape=shape, n_iter=n_iter, seed=seed)
+        if x is not None:
+            lower = max(lower, empirical_lipschitz(model, x, n_iter=n_iter, seed=seed))
+        rows.append(_audit_row("model", type(model).__name__, shape, total, lower))
+        if x is not None:
+            pair = Certifier.from_model(model, shape).pair_norms
+            constant, slope = margin_slopes(model, x[:256].to(like.device), pair)
+            steepness = torch.where(constant > 0, slope / constant, -math.inf)
+            i = int(steepness.argmax())
+            if constant[i] > 0:
+                rows.append(
+                    _audit_row("margins", "certificate", shape, float(constant[i]), float(slope[i]))
+                )
     return rows
 
 

@@ -28,6 +28,7 @@ from .cost import parameter_count, peak_memory_mb, reset_peak_memory
 from .data.augment import Augment
 from .finite import logits_problem, require_finite, require_finite_logits
 from .schedules import Schedule, ScheduledLR
+from .tightness import empirical_lipschitz
 
 __all__ = [
     "EpochEnd",
@@ -157,9 +158,15 @@ def evaluate(
     eps: Sequence[float] = (),
     batch_size: int = 2048,
     certifier: Certifier | None = None,
+    tightness: bool = False,
 ) -> Evaluation:
     """Accuracy and certificates of `model` (eval mode) on (x, y); `NonFiniteError` names the
-    samples whose inputs or logits hold NaN or ±inf."""
+    samples whose inputs or logits hold NaN or ±inf.
+
+    With `tightness`, also `lipschitz_lower`, a lower bound on the model's Lipschitz constant
+    measured at the first samples of `x` (`tradeoff.tightness.empirical_lipschitz`), and
+    `bound_tightness` = `lipschitz_bound` / `lipschitz_lower`: how loose the bound can be.
+    """
     require_finite(x, "inputs", "certificates exist only for finite inputs: drop or repair them")
     model.eval()
     if certifier is None:
@@ -169,6 +176,10 @@ def evaluate(
     radii = certifier.radii(logits, x)
     metrics = summarize(logits, y, radii, eps)
     metrics["lipschitz_bound"] = certifier.lipschitz
+    if tightness:
+        lower = empirical_lipschitz(model, x)
+        metrics["lipschitz_lower"] = lower
+        metrics["bound_tightness"] = certifier.lipschitz / lower if lower > 0 else math.inf
     pred = logits.argmax(dim=1)
     return Evaluation(metrics, radii.cpu(), (pred == y).cpu(), y.cpu(), pred.cpu())
 
@@ -235,8 +246,9 @@ def fit(
     batches, and the epoch it ends is cut there, evaluated on `val` and counted as a fraction
     (`epochs_done`). `schedule` is stepped once per batch over all the run's steps (under a
     budget: the steps it is estimated to buy). Per epoch: `train/loss`, `train/lr`,
-    `train/epoch_seconds`, `val/<metric>` for every metric of `evaluate`. `on_epoch_end`
-    receives (epoch, metrics) as soon as they exist, so a tracker never loses a finished epoch.
+    `train/epoch_seconds`, `val/<metric>` for every metric of `evaluate` (on `test` with its
+    tightness metrics). `on_epoch_end` receives (epoch, metrics) as soon as they exist, so a
+    tracker never loses a finished epoch.
     Raises `NonFiniteError` before any step when a split's inputs hold NaN or ±inf (and when a
     batch's logits do), `TrainingDiverged` on a non-finite loss.
     """
@@ -314,7 +326,7 @@ def fit(
             log.info("budget of %.4g s spent after %d steps", budget.seconds, after_step.steps)
             break
     if test is not None:
-        result.test = evaluate(model, *test, eps=eps)
+        result.test = evaluate(model, *test, eps=eps, tightness=True)
     result.seconds = time.perf_counter() - start
     result.steps = after_step.steps
     result.cost = {

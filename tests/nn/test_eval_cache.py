@@ -12,7 +12,6 @@ from torch import nn
 
 from tradeoff import nn as lnn
 from tradeoff import zoo
-from tradeoff.data import load_dataset
 from tradeoff.loop import fit
 from tradeoff.losses import TauCrossEntropy
 from tradeoff.nn.parametrizations import CachedParametrization
@@ -30,11 +29,6 @@ FAMILIES = {
     "sll conv": ("sll_net", {"width": 4, "depth": 1, "stages": 1}),
     "sll dense": ("sll_dense", {}),
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", val_size=0, seed=0)
 
 
 def _sll_dense(shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -342,6 +342,21 @@ def _run_line(row: pd.Series, data: ReportData) -> str:
     )
 
 
+def _tightness(runs: pd.DataFrame) -> str:
+    """The runs' `test/bound_tightness`: their Lipschitz bound over the largest slope measured."""
+    column = "metrics.test/bound_tightness"
+    values = runs[column].astype(float) if column in runs else pd.Series(dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return "— (not logged by these runs)"
+    return (
+        f"median {values.median():.3g}x, range {values.min():.3g}–{values.max():.3g} over "
+        f"{len(values)} runs: each run's Lipschitz bound over the largest slope measured at test "
+        "samples (tradeoff.tightness). 1 is tight; certificates from the exact constant would be "
+        "at most that factor larger."
+    )
+
+
 def _values(runs: pd.DataFrame, column: str) -> str:
     if column not in runs:
         return "—"
@@ -427,6 +442,7 @@ def page_summary(data: ReportData) -> Figure:
             "with the same metrics and reference point.",
         ),
         ("Per family", "hypervolume " + (", ".join(hv_family) or "—")),
+        ("Bound tightness", _tightness(runs)),
         ("Runs started", span),
         ("Report written", f"{data.created:%Y-%m-%d %H:%M} UTC"),
         ("Git commit", f"{commit_text}, from the runs' git_commit tag"),
