@@ -228,6 +228,14 @@ def test_hyperparameter_page_is_filled_by_the_families_present(n_tau, n_hkr, row
     assert len([ax for ax in page.axes if ax.get_label() == "<colorbar>"]) == 2 * (n_hkr > 0)
 
 
+def test_front_page_of_one_family_draws_no_family_front():
+    """With one loss family its front is the overall front: drawn and explained once."""
+    one = _page_text(page_front(synthetic_data(synthetic_runs(n_tau=7, n_hkr=0))))
+    two = _page_text(page_front(synthetic_data(synthetic_runs())))
+    assert "front of a family" not in one and "Thin dashed steps" not in one
+    assert "front of a family" in two and "Thin dashed steps" in two
+
+
 def _curves(data: ReportData) -> ReportData:
     """Per-sample certificates and two epochs of history for every front run."""
     rng = np.random.default_rng(0)
@@ -271,7 +279,7 @@ def test_certificate_axes_say_what_a_certificate_is():
     assert metric_label("test/accuracy", unit=True) == "test accuracy"
     data = _curves(synthetic_data(synthetic_runs()))
     assert unit in page_front(data).axes[0].get_xlabel()
-    assert unit in page_radius(data).axes[0].get_xlabel()
+    assert "L2 distance, input pixel scale" in page_radius(data).axes[0].get_xlabel()
     assert unit in _panels(page_curves(data))[1].get_ylabel()
     assert unit in _panels(page_hyper(data))[1].get_ylabel()
 

@@ -441,7 +441,7 @@ def page_summary(data: ReportData) -> Figure:
             "certificate, zero accuracy). Higher is better; comparable only between reports "
             "with the same metrics and reference point.",
         ),
-        ("Per family", "hypervolume " + (", ".join(hv_family) or "—")),
+        *([("Per family", "hypervolume " + ", ".join(hv_family))] if len(hv_family) > 1 else []),
         ("Bound tightness", _tightness(runs)),
         ("Runs started", span),
         ("Report written", f"{data.created:%Y-%m-%d %H:%M} UTC"),
@@ -560,10 +560,14 @@ def page_front(data: ReportData) -> Figure:
     plotted, front = data.plotted, data.front
     labelled = _subset(len(front), MAX_LABELS)
     ref = f"({data.reference[0]:g}, {data.reference[1]:g})"
+    several = len(data.families()) > 1  # with one family, its front is the overall front
     caption = (
         f"Every FINISHED run with both metrics is a point ({len(plotted)} runs; colour = loss "
-        "family" + (", marker = experiment" if len(data.experiments) > 1 else "") + "). "
-        "Thin dashed steps: the front of each loss family; thick black steps and ringed points: "
+        "family"
+        + (", marker = experiment" if len(data.experiments) > 1 else "")
+        + "). "
+        + ("Thin dashed steps: the front of each loss family; " if several else "")
+        + "Thick black steps and ringed points: "
         f"the overall front ({len(front)} runs), labelled with their hyperparameters. "
         f"Hypervolume of the overall front {data.hypervolume:.4f} (reference point {ref})."
     )
@@ -574,7 +578,7 @@ def page_front(data: ReportData) -> Figure:
         )
     fig = _page(f"{PAGE_TITLES[1]}: {metric_label(data.y)} vs {metric_label(data.x)}", caption)
     ax = fig.add_subplot()
-    for family in data.families():
+    for family in data.families() if several else ():
         sub = plotted[plotted["loss_family"] == family]
         if len(sub) < 2:
             continue
@@ -597,22 +601,14 @@ def page_front(data: ReportData) -> Figure:
     ax.set_xlabel(metric_label(data.x, unit=True) + _better(data.x, "robust"))
     ax.set_ylabel(metric_label(data.y, unit=True) + _better(data.y, "accurate"))
     ax.margins(x=0.12, y=0.1)
-    handles = _legend_handles(
-        data,
-        [
-            Line2D([], [], color="0.4", lw=1.2, ls="--", label="front of a family"),
-            Line2D(
-                [],
-                [],
-                color=FRONT_COLOUR,
-                lw=2.2,
-                marker="o",
-                mfc="none",
-                ms=9,
-                label="overall front",
-            ),
-        ],
-    )
+    lines = [
+        Line2D(
+            [], [], color=FRONT_COLOUR, lw=2.2, marker="o", mfc="none", ms=9, label="overall front"
+        )
+    ]
+    if several:
+        lines.insert(0, Line2D([], [], color="0.4", lw=1.2, ls="--", label="front of a family"))
+    handles = _legend_handles(data, lines)
     _legend(fig, handles)
     texts = [_point_label(front.iloc[i]) for i in labelled]
     missed = _place_labels(
@@ -981,8 +977,8 @@ def page_radius(data: ReportData) -> Figure:
         "CRA(ε) = fraction of test samples classified correctly with certificate > ε, "
         "computed from each front run's per-sample certificates (artifact "
         "certificates/test.parquet). Dots: the CRA the run logged at its configured radii "
-        "(dotted lines). Each run has its own shade of its loss family's colour, light to dark "
-        "from the most accurate to the most robust." + note
+        "(dotted lines). Each run has a shade of its family's colour of its own, light (most "
+        "accurate) to dark (most robust)." + note
     )
     beyond = [radius_label(e) for e, _ in radii if e > top]
     if beyond and reach:
@@ -1041,7 +1037,7 @@ def page_radius(data: ReportData) -> Figure:
         )
     ax.set_xlim(0, top)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel(f"radius ε ({CERTIFICATE_UNIT})")
+    ax.set_xlabel("radius ε (L2 distance, input pixel scale)")
     ax.set_ylabel("test certified robust accuracy")
     shown = runs[[data.certificates.get(r) is not None for r in runs["run_id"]]]
     _legend(fig, _run_legend(data, shown, styles, lw=1.8, ms=6), title="front run · run id")
@@ -1062,9 +1058,8 @@ def page_curves(data: ReportData) -> Figure:
     missing = [m for m in data.curve_metrics if m not in logged]
     caption = (
         f"Per-epoch validation metrics of the front runs ({', '.join(data.curve_metrics)}), as "
-        "logged during training; each run has its own shade of its loss family's colour (light "
-        "to dark from the most accurate to the most robust) and, within its family, its own "
-        "line style."
+        "logged during training; each run has a shade of its family's colour of its own, light "
+        "(most accurate) to dark (most robust), and its own line style within its family."
         + (f" No front run logged {', '.join(missing)}." if missing and logged else "")
         + note
     )
