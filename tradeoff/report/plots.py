@@ -561,15 +561,15 @@ def page_front(data: ReportData) -> Figure:
     labelled = _subset(len(front), MAX_LABELS)
     ref = f"({data.reference[0]:g}, {data.reference[1]:g})"
     several = len(data.families()) > 1  # with one family, its front is the overall front
+    steps = "thick black steps and ringed points: "
+    if several:
+        steps = "Thin dashed steps: the front of each loss family; " + steps
     caption = (
         f"Every FINISHED run with both metrics is a point ({len(plotted)} runs; colour = loss "
-        "family"
-        + (", marker = experiment" if len(data.experiments) > 1 else "")
-        + "). "
-        + ("Thin dashed steps: the front of each loss family; " if several else "")
-        + "Thick black steps and ringed points: "
-        f"the overall front ({len(front)} runs), labelled with their hyperparameters. "
-        f"Hypervolume of the overall front {data.hypervolume:.4f} (reference point {ref})."
+        "family" + (", marker = experiment" if len(data.experiments) > 1 else "") + "). "
+        f"{steps[0].upper()}{steps[1:]}the overall front ({len(front)} runs), labelled with "
+        f"their hyperparameters. Hypervolume of the overall front {data.hypervolume:.4f} "
+        f"(reference point {ref})."
     )
     if len(labelled) < len(front):
         caption += (
