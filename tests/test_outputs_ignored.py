@@ -18,9 +18,10 @@ pytestmark = pytest.mark.skipif(
 WRITTEN = [
     "mlflow.db",
     "mlflow.db.lock",
+    "mlflow.db.claims/1-0123456789abcdef.lock",
     "optuna.db",
     "mlruns/1/0123/artifacts/certificates/test.parquet",
-    "multirun/tau_grid/2026-01-01_00-00-00/0/.hydra/config.yaml",
+    "multirun/tau_grid/2026-01-01_00-00-00_4242/0/.hydra/config.yaml",
     "outputs/2026-01-01/00-00-00/train.log",
     "reports/tau_grid.pdf",
     "reports/tau_grid_front.png",

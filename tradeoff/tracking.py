@@ -19,13 +19,13 @@ import logging
 import math
 import os
 import random
+import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +38,9 @@ from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from .paths import OutputDirError, writable_dir
+from . import signals
+from .claims import Claim, local_store_path, try_claim
+from .stores import StoreError, check_store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ __all__ = [
 
 PARENT_RUN_ENV = "TRADEOFF_PARENT_RUN_ID"
 PARENT_RUN_FILE = "mlflow_parent_run.json"
+# Server stores: a job claiming a config looks for older claims twice, this far apart.
+CLAIM_SETTLE_SECONDS = 2.0
 # Keys that do not change what a run computes: left out of the config hash.
 _NON_SEMANTIC = ("tracking", "sweep", "hydra", "train.threads", "train.progress", "train.device")
 # The experiment of runs outside a named sweep (also their multirun folder: multirun/adhoc/).
@@ -87,27 +91,10 @@ def resolve_tracking_uri(configured: str | None) -> str:
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail early, before any training, if the tracking store cannot be reached or written."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-                pass
-        except (urllib.error.URLError, OSError) as exc:
-            raise ValueError(
-                f"tracking.uri={uri!r} is unreachable ({exc}); start the server "
-                "(`mlflow server --backend-store-uri ...`) or set tracking.uri to a reachable "
-                "one, e.g. sqlite:///mlflow.db"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        folder = path.parent if str(path.parent) else Path(".")
-        try:
-            writable_dir(folder, "tracking.uri", create=False)
-        except OutputDirError:
-            raise ValueError(
-                f"tracking.uri={uri!r}: folder {str(folder)!r} does not exist or is not "
-                "writable; create it or point tracking.uri elsewhere"
-            ) from None
+    """Fail early, before any training, if the tracking store cannot be used: an unknown
+    scheme, an unreachable server, an unwritable folder, a file that is not an MLflow database
+    (`tradeoff.stores.check_store`; raises its StoreError, a ValueError)."""
+    check_store(uri, "tracking.uri", timeout=timeout)
 
 
 def experiment_name(cfg: DictConfig) -> str:
@@ -181,16 +168,18 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def with_retries(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
-    """Call `fn`, retrying with jittered exponential backoff on transient store errors."""
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if attempt == attempts - 1 or not _is_transient(exc):
-                raise
-            delay = min(0.2 * 2**attempt, 10.0) * (0.5 + random.random())
-            log.warning("MLflow store busy (%s); retrying in %.1fs", exc, delay)
-            time.sleep(delay)
+    """Call `fn`, retrying with jittered exponential backoff on transient store errors. A
+    SIGTERM or SIGINT meanwhile takes effect once the call is done (`signals.deferred`)."""
+    with signals.deferred():
+        for attempt in range(attempts):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt == attempts - 1 or not _is_transient(exc):
+                    raise
+                delay = min(0.2 * 2**attempt, 10.0) * (0.5 + random.random())
+                log.warning("MLflow store busy (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -269,38 +258,50 @@ def _process_tags() -> dict[str, str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (a zombie, dead but not yet waited for by its
+    parent, does not: a launcher that just killed its workers has not reaped them yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): alive as far as we can tell
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Mark FAILED the RUNNING runs whose process, on this host, no longer exists.
+def reap_dead_runs(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    status: str = "FAILED",
+    reason: str = "died while the run was RUNNING",
+    parent: str | None = None,
+) -> list[str]:
+    """Mark `status` the RUNNING runs whose process, on this host, no longer exists (only the
+    children of run `parent`, if given), with an `error` tag saying why.
 
     Runs of other hosts are left alone (their process may be alive: several machines can
     share one store); a run of this host is judged by its recorded pid.
     """
     host = socket.gethostname()
-    runs = with_retries(
-        client.search_runs,
-        [experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.`tradeoff.host` = '{host}'",
-        max_results=5000,
-    )
+    query = f"attributes.status = 'RUNNING' and tags.`tradeoff.host` = {quote_filter(host)}"
+    if parent:
+        query += f" and tags.`mlflow.parentRunId` = {quote_filter(parent)}"
+    runs = with_retries(client.search_runs, [experiment_id], filter_string=query, max_results=5000)
     reaped = []
     for run in runs:
         pid = run.data.tags.get("tradeoff.pid", "")
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            note = f"process {pid} on {host} died while the run was RUNNING"
+            note = f"process {pid} on {host} {reason}"
             with_retries(client.set_tag, run.info.run_id, "error", note)
-            with_retries(client.set_terminated, run.info.run_id, "FAILED")
+            with_retries(client.set_terminated, run.info.run_id, status)
             reaped.append(run.info.run_id)
     if reaped:
-        log.warning("marked %d run(s) of dead processes as FAILED", len(reaped))
+        log.warning("marked %d run(s) of dead processes as %s", len(reaped), status)
     return reaped
 
 
@@ -478,10 +479,16 @@ class SweepCallback(Callback):
         if os.environ.get(PARENT_RUN_ENV):
             return  # an outer process already made the parent run
         uri = resolve_tracking_uri(config.tracking.get("uri"))
-        check_tracking_uri(uri)
-        client = _client(uri)
+        try:
+            check_tracking_uri(uri)
+        except StoreError as exc:  # one line, before any job, as paths.OutputDirCheck does
+            print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
         if config.hydra.sweeper.get("manages_mlflow_parent", False):
-            return  # the sweeper (e.g. the Optuna study sweeper) makes its own parent run
+            # The sweeper (e.g. the Optuna study sweeper) makes its own parent run, once it has
+            # checked its own settings: a refused sweep leaves no new store behind.
+            return
+        client = _client(uri)
         exp_id = open_experiment(client, config)
         sweep = config.get("sweep") or {}
         name = sweep.get("name") or ADHOC_EXPERIMENT
@@ -523,13 +530,27 @@ class SweepCallback(Callback):
         )
 
     def _close_failed(self) -> None:
+        """At exit after a failed job, or a signal (`tradeoff.signals`): the parent FAILED, or
+        KILLED with the job runs a launcher killed with it (joblib SIGKILLs its workers)."""
         run_id = getattr(self, "_run_id", None)
         if run_id is None:
             return
-        note = "at least one job of the sweep failed; see the FAILED child runs"
+        status, note = "FAILED", "at least one job of the sweep failed; see the FAILED child runs"
+        if signals.received() is not None:
+            name = signal.Signals(signals.received()).name
+            status, note = "KILLED", f"the sweep process was stopped by {name}"
         try:
+            if status == "KILLED":
+                experiment_id = with_retries(self._client.get_run, run_id).info.experiment_id
+                reap_dead_runs(
+                    self._client,
+                    experiment_id,
+                    status="KILLED",
+                    reason=f"was stopped with its sweep ({name})",
+                    parent=run_id,
+                )
             with_retries(self._client.set_tag, run_id, "error", note)
-            self._close("FAILED")
+            self._close(status)
         except Exception as exc:  # at interpreter exit: report, never raise
             log.warning("could not close sweep run %s: %s", run_id, exc)
 
@@ -576,6 +597,55 @@ class RunTracker:
     def finished_twin(self) -> Run | None:
         """A FINISHED run of the same config in this experiment (what resume skips to)."""
         return find_finished(self.client, self.experiment_id, self.config_hash)
+
+    def claim(self) -> Claim | str:
+        """Claim this config for this process, so that a concurrent sweep does not train it
+        too: a Claim to release once the run has ended, or who holds it ("pid 12 on host").
+
+        A local store is claimed with a lock file beside it (`tradeoff.claims`); on a server
+        store the Claim holds no lock and the store decides after `start` (`contested`)."""
+        store = local_store_path(self.uri)
+        if store is None:
+            return Claim(None, None)
+        return try_claim(store, self.experiment_id, self.config_hash)
+
+    def contested(self, settle: float = CLAIM_SETTLE_SECONDS) -> str | None:
+        """On a server store, after `start`: whether another run holds this config (a FINISHED
+        one, or an older RUNNING one, oldest by start time then run id); if so this run is
+        deleted and the other's id returned. Checked twice, `settle` seconds apart, so that a
+        run created a moment earlier but not yet visible is seen."""
+        for attempt in range(2):
+            holder = self._older_twin()
+            if holder is not None:
+                with_retries(self.client.delete_run, self.run_id)
+                log.info("run %s deleted: run %s holds this config", self.run_id, holder)
+                self.run_id = None
+                while mlflow.active_run() is not None:
+                    mlflow.end_run()
+                return holder
+            if attempt == 0 and settle > 0:
+                time.sleep(settle)
+        return None
+
+    def _older_twin(self) -> str | None:
+        runs = with_retries(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=(
+                f"tags.config_hash = {quote_filter(self.config_hash)} "
+                "and tags.`tradeoff.role` = 'job'"
+            ),
+            max_results=1000,
+        )
+        runs = [r for r in runs if r.info.status in ("RUNNING", "FINISHED")]
+        mine = next((r for r in runs if r.info.run_id == self.run_id), None)
+        key = (mine.info.start_time, mine.info.run_id) if mine else (math.inf, "")
+        for run in runs:
+            if run.info.run_id == self.run_id:
+                continue
+            if run.info.status == "FINISHED" or (run.info.start_time, run.info.run_id) < key:
+                return run.info.run_id
+        return None
 
     def start(self) -> str:
         plain = OmegaConf.to_container(self.cfg, resolve=True)

@@ -11,27 +11,37 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from . import resolvers  # noqa: F401  (registers ${first_set:...} used in tradeoff/conf/)
+from . import (
+    resolvers,  # noqa: F401  (registers ${first_set:...} used in tradeoff/conf/)
+    signals,
+    watchdog,
+)
 from .allocator import tune_allocator
+from .certificates import summarize
 from .data.augment import Augment
+from .degenerate import TAG as DEGENERATE
+from .degenerate import diameter, why_degenerate
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
 from .schedules import Schedule
+from .stores import store_failure
 from .tracking import RunTracker, check_tracking_uri, parent_run_id, resolve_tracking_uri
 
 log = logging.getLogger("tradeoff.train")
 
-__all__ = ["ConfigError", "Job", "build", "main", "run"]
+__all__ = ["ConfigError", "Job", "build", "logged_metrics", "main", "run"]
 
 
 class ConfigError(ValueError):
@@ -93,12 +103,46 @@ def _check_train(cfg: DictConfig) -> None:
     for key, value, ok, allowed in checks:
         if not ok:
             raise ConfigError(f"{key}={value!r} is invalid: it must be {allowed}")
+    _check_numbers(cfg)
     resume = cfg.tracking.get("resume", "auto")
     if resume not in (True, False, "auto"):
         raise ConfigError(f"tracking.resume={resume!r} is invalid: it must be true, false or auto")
     for e in cfg.eval.eps:
         if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
             raise ConfigError(f"eval.eps contains {e!r}: radii must be finite numbers >= 0")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """The optimiser's and the schedule's settings are numbers (a learning rate of `fast`
+    would reach torch as a string), the learning rate finite and > 0, decay and momentum
+    finite and >= 0, the evaluation batch an integer >= 1."""
+    for group in ("optim", "schedule"):
+        for key, value in (cfg.get(group) or {}).items():
+            if key in ("_target_", "_partial_", "name") or isinstance(value, bool):
+                continue
+            values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+            if not all(_number(v) for v in values):
+                raise ConfigError(f"{group}.{key}={value!r} is invalid: it must be a number")
+    optim = cfg.get("optim") or {}
+    ranges = [
+        ("lr", _positive, "a finite number > 0"),
+        ("weight_decay", _non_negative, "a finite number >= 0"),
+        ("momentum", _non_negative, "a finite number >= 0"),
+    ]
+    for key, ok, allowed in ranges:
+        if key in optim and not ok(optim[key]):
+            raise ConfigError(f"optim.{key}={optim[key]!r} is invalid: it must be {allowed}")
+    size = (cfg.get("eval") or {}).get("batch_size", 1)
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        raise ConfigError(f"eval.batch_size={size!r} is invalid: it must be an integer >= 1")
+
+
+def _non_negative(value: Any) -> bool:
+    return _number(value) and math.isfinite(value) and value >= 0
 
 
 def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
@@ -167,30 +211,82 @@ def build(cfg: DictConfig) -> Job:
     return Job(data, model, loss, optimizer, device, eps, schedule, augment)
 
 
+# What fit adds to evaluate's metrics: per epoch, on the test split, and the run's cost.
+_EPOCH = ("train/loss", "train/lr", "train/epoch_seconds")
+_TEST_ONLY = ("lipschitz_lower", "bound_tightness")
+_COST = (
+    "train/seconds",
+    "train/images_per_second",
+    "train/peak_memory_mb",
+    "train/steps",
+    "train/epochs_done",
+    "model/params",
+)
+
+
+def logged_metrics(cfg: DictConfig) -> set[str]:
+    """The names of the metrics a job of `cfg` logs and returns (what a sweeper can optimise):
+    the last epoch's `train/…` and `val/…` (no `val/…` when data.val_size is 0), `test/…`,
+    and the cost."""
+    eps = [float(e) for e in cfg.eval.eps]
+    labels = torch.zeros(1, dtype=torch.long)
+    split = {*summarize(torch.zeros(1, 2), labels, torch.zeros(1), eps), "lipschitz_bound"}
+    names = {*_EPOCH, *_COST, *(f"test/{k}" for k in (*split, *_TEST_ONLY))}
+    if (cfg.data.get("val_size", 0.1) or 0) != 0:
+        names |= {f"val/{k}" for k in split}
+    return names
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train one configuration, log it to MLflow, return its final metrics."""
+    """Train one configuration, log it to MLflow, return its final metrics.
+
+    In a sweep (or with `tracking.resume=true`) a config that already has a FINISHED run is
+    skipped, and so is one another process is training (`RunTracker.claim`)."""
     threads = _threads(cfg)
     torch.set_num_threads(threads)
     allocator = tune_allocator()
     log.info("intra-op threads: %d, allocator: %s", threads, allocator)
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.get("uri")))
     job = build(cfg)
-    dev = job.device
-    split = {
-        name: (getattr(job.data, name).x.to(dev), getattr(job.data, name).y.to(dev))
-        for name in ("train", "val", "test")
-    }
     sweep_dir = None
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         sweep_dir = HydraConfig.get().sweep.dir
     tracker = RunTracker(cfg, parent_run_id=parent_run_id(sweep_dir))
     resume = cfg.tracking.get("resume", "auto")
-    if resume is True or (resume == "auto" and sweep_dir is not None):
-        twin = tracker.finished_twin()
+    if not (resume is True or (resume == "auto" and sweep_dir is not None)):
+        return _train(cfg, job, tracker)
+    twin = tracker.finished_twin()
+    if twin is not None:
+        log.info("skipping: this config already has FINISHED run %s", twin.info.run_id)
+        return dict(twin.data.metrics)
+    claim = tracker.claim()
+    if isinstance(claim, str):
+        log.info("skipping: this config is being trained by %s", claim)
+        return {}
+    try:
+        twin = tracker.finished_twin()  # finished while this process was claiming it
         if twin is not None:
             log.info("skipping: this config already has FINISHED run %s", twin.info.run_id)
             return dict(twin.data.metrics)
+        return _train(cfg, job, tracker, server_claim=claim.path is None)
+    finally:
+        claim.release()
+
+
+def _train(
+    cfg: DictConfig, job: Job, tracker: RunTracker, *, server_claim: bool = False
+) -> dict[str, float]:
+    dev = job.device
+    split = {
+        name: (getattr(job.data, name).x.to(dev), getattr(job.data, name).y.to(dev))
+        for name in ("train", "val", "test")
+    }
     tracker.start()
+    if server_claim:
+        holder = tracker.contested()
+        if holder is not None:
+            log.info("skipping: this config is being trained by run %s", holder)
+            return {}
     log.info("MLflow run %s (%s)", tracker.run_id, tracker.uri)
     budget = cfg.train.get("budget_minutes")
     try:
@@ -215,12 +311,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
         final = {f"test/{k}": v for k, v in result.test.metrics.items()}
         final.update(result.cost)
         tracker.log_metrics(final, step=len(result.history))
-        tracker.set_tags({"stopped_by": "budget" if result.stopped_at_budget else "epochs"})
+        tags = {"stopped_by": "budget" if result.stopped_at_budget else "epochs"}
+        box = diameter(job.data.train.x)
+        reason = why_degenerate(final["test/accuracy"], split["test"][1], result.test.radii, box)
+        if reason is not None:
+            log.warning("degenerate run: %s; reports keep it off fronts", reason)
+            tags[DEGENERATE] = reason
+        tracker.set_tags(tags)
         tracker.log_certificates("test", result.test)
         if cfg.tracking.get("log_model", True):
             tracker.log_models(job.model, export_vanilla(job.model))
     except KeyboardInterrupt as exc:
         tracker.end("KILLED", exc)
+        if watchdog.orphaned():  # a launcher's worker whose sweep died: take no further job
+            logging.shutdown()
+            os._exit(128 + signal.SIGTERM)
         raise
     except Exception as exc:
         tracker.end("FAILED", exc)
@@ -237,8 +342,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict[str, float]:
-    """Console entry point (`tradeoff-train`)."""
+def _hydra_main(cfg: DictConfig) -> dict[str, float]:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run(cfg)
@@ -246,8 +350,32 @@ def main(cfg: DictConfig) -> dict[str, float]:
         # Config, data and tracking errors name their own fix: one line, no traceback.
         if multirun:
             raise
-        print(f"tradeoff-train: error: {exc}", file=sys.stderr)
+        print(f"{_program()}: error: {exc}", file=sys.stderr)
         sys.exit(1 if isinstance(exc, TrainingDiverged) else 2)
+    except Exception as exc:
+        line = store_failure(exc, resolve_tracking_uri(cfg.tracking.get("uri")))
+        if line is None or multirun:
+            raise
+        print(f"{_program()}: error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _program() -> str:
+    return Path(sys.argv[0]).name or "tradeoff-train"
+
+
+def main() -> None:
+    """Console entry point (`tradeoff-train`, and `tradeoff-sweep` through it): SIGTERM and
+    SIGINT stop the run (or sweep) in one line, its runs marked KILLED, exit 128 + signal."""
+    signals.install()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, signals.Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        message = f"stopped by {name}; runs in progress are marked KILLED"
+        print(f"{_program()}: {message}", file=sys.stderr)
+        signals.exit_now(128 + signum)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from tradeoff import signals
+
+from ._checks import check_objectives, check_resume, void_numbers, void_trial
 from ._mlflow import StudyRun
 from ._space import SearchSpace, SweeperConfigError
 from ._storage import (
@@ -211,6 +215,7 @@ class TradeoffOptunaSweeperImpl:
         assert self.config is not None and self.hydra_context is not None
         config = self.config
         space = self._search_space(arguments)
+        check_objectives(self.metric_names, config)
         study_name = self.study_name or config.get("sweep", {}).get("name") or "tradeoff"
         storage = open_storage(
             self.storage_url,
@@ -219,6 +224,7 @@ class TradeoffOptunaSweeperImpl:
             on_stale=self._on_stale,
         )
         study = self._load_study(storage, study_name)
+        check_resume(study, space)
         log.info(
             "Optuna study %r in %s: %s sampler, objectives %s, %d trial(s) already, target %d",
             study_name,
@@ -260,7 +266,7 @@ class TradeoffOptunaSweeperImpl:
             status = "KILLED"
             raise
         finally:
-            self.run.close(status)
+            self.run.close(status, note=_stopped_by() if status == "KILLED" else None)
 
     # -- study ---------------------------------------------------------------------------------
 
@@ -301,11 +307,21 @@ class TradeoffOptunaSweeperImpl:
                 f"{stored}, the config asks for {self.directions}; pick another study_name"
             )
         names = study.metric_names
-        if names is not None and list(names) != self.metric_names:
+        completed = any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        if names is not None and list(names) != self.metric_names and completed:
             raise SweeperConfigError(
                 f"Optuna study {study_name!r} in {redact(self.storage_url)} optimises "
                 f"{list(names)}, the config asks for {self.metric_names}; pick another study_name"
             )
+        if names is not None and list(names) != self.metric_names:
+            log.warning(
+                "Optuna study %r optimised %s, but none of its trials completed: it now "
+                "optimises %s",
+                study_name,
+                list(names),
+                self.metric_names,
+            )
+            names = None
         if names is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -327,14 +343,26 @@ class TradeoffOptunaSweeperImpl:
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             on_stale=self._on_stale,
+            describe=self._run_of,
         )
+
+    def _run_of(self, trial: FrozenTrial | Trial) -> dict[str, str]:
+        """{"mlflow_run_id": ...} of the trial's newest MLflow run, if the study has one."""
+        if self.run is None or self.run.run_id is None:
+            return {}
+        try:
+            run = self.run.trial_runs([trial.number]).get(trial.number)
+        except Exception as exc:  # bookkeeping only
+            log.debug("could not look up the MLflow run of trial %d: %s", trial.number, exc)
+            return {}
+        return {MLFLOW_RUN_ATTR: run.info.run_id} if run is not None else {}
 
     def _optimize(self, study: optuna.Study, space: SearchSpace, heartbeat: Heartbeat) -> None:
         waiting_for: int | None = None
         while True:
             self._fail_stale(study)
             trials = study.get_trials(deepcopy=False)
-            superseded = retried_numbers(trials)
+            superseded = retried_numbers(trials) | void_numbers(trials)
             done = sum(t.state.is_finished() and t.number not in superseded for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             remaining = self.n_trials - done - running
@@ -379,18 +407,17 @@ class TradeoffOptunaSweeperImpl:
                 trials.append(trial)
                 heartbeat.add([trial._trial_id])
                 batch.append([*space.suggest(trial), f"++sweep.trial={trial.number}"])
-        except ValueError as exc:  # a queued trial's parameters do not fit the current space
-            self._abandon(study, trials, heartbeat, requeue=False)
-            if not trials:
+        except BaseException as exc:  # nothing ran: the trials asked for do not count
+            heartbeat.discard([t._trial_id for t in trials])
+            for trial in trials:
+                void_trial(study, trial)
+            if not trials or not isinstance(exc, ValueError):
                 raise
-            raise SweeperConfigError(
-                f"Optuna study {study.study_name!r}: trial {trials[-1].number} (queued earlier "
-                f"with {trials[-1].params}) does not fit the current search space: {exc}. It "
-                "is marked FAIL; run the command again, or use a new study_name for a new space"
+            raise SweeperConfigError(  # check_resume let through a space Optuna refuses
+                f"Optuna study {study.study_name!r}: trial {trials[-1].number} does not fit "
+                f"the current search space ({exc}); the study is left as it was: restore its "
+                "space, or use a new hydra.sweeper.study_name for a new one"
             ) from None
-        except BaseException:
-            self._abandon(study, trials, heartbeat, requeue=False)
-            raise
         for trial in trials:
             retry = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
             again = f" (retry of trial {retry})" if retry is not None else ""
@@ -398,8 +425,8 @@ class TradeoffOptunaSweeperImpl:
             log.info("trial %d%s: %s", trial.number, again, shown or "(no sampled parameters)")
         try:
             returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
-        except BaseException:
-            self._abandon(study, trials, heartbeat, requeue=True)
+        except BaseException as exc:
+            self._abandon(study, trials, heartbeat, requeue=True, reason=_stopped_by(exc))
             raise
         self.job_idx += len(returns)
         try:
@@ -459,15 +486,24 @@ class TradeoffOptunaSweeperImpl:
         return values, ""
 
     def _abandon(
-        self, study: optuna.Study, trials: Sequence[Trial], heartbeat: Heartbeat, *, requeue: bool
+        self,
+        study: optuna.Study,
+        trials: Sequence[Trial],
+        heartbeat: Heartbeat,
+        *,
+        requeue: bool,
+        reason: str,
     ) -> None:
-        """Trials whose jobs did not come back (Ctrl-C, launcher crash): FAIL, maybe re-queue."""
+        """Trials whose jobs did not come back (a signal, a launcher crash): FAIL with the
+        reason and their MLflow run, maybe re-queued."""
         heartbeat.discard([t._trial_id for t in trials])
         for trial in trials:
             try:
+                for key, value in {"fail_reason": reason, **self._run_of(trial)}.items():
+                    trial.set_user_attr(key, value)
                 frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 if requeue:
-                    self._on_stale.requeue(study, frozen, "its job did not return")
+                    self._on_stale.requeue(study, frozen, reason)
             except Exception as exc:
                 log.warning("could not mark trial %d FAIL: %s", trial.number, exc)
         if self.run is not None and self.run.run_id is not None:
@@ -547,6 +583,16 @@ class TradeoffOptunaSweeperImpl:
         print(table, flush=True)
         log.info("Pareto set written to %s", path)
         return best
+
+
+def _stopped_by(exc: BaseException | None = None) -> str:
+    """Why a trial's job did not return: the signal that stopped the sweep, else `exc`."""
+    signum = signals.received()
+    if signum is not None:
+        return f"the sweep was stopped by {signal.Signals(signum).name}"
+    if exc is not None:
+        return f"its job did not return ({type(exc).__name__}: {exc})"[:2000]
+    return "its job did not return"
 
 
 def format_table(

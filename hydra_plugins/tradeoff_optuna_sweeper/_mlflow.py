@@ -79,13 +79,16 @@ class StudyRun:
         write_parent_file(sweep_dir, self.run_id, self.experiment_id, self.uri)
         return self.run_id
 
-    def close(self, status: str) -> None:
-        """End the parent run with the study's summary metrics; restore the environment."""
+    def close(self, status: str, note: str | None = None) -> None:
+        """End the parent run with the study's summary metrics (and `note` as its `error` tag,
+        e.g. the signal that stopped it); restore the environment."""
         if self._previous_env is None:
             os.environ.pop(tracking.PARENT_RUN_ENV, None)
         else:
             os.environ[tracking.PARENT_RUN_ENV] = self._previous_env
         if self.run_id is not None:
+            if note:
+                with_retries(self.client.set_tag, self.run_id, "error", note)
             close_parent_run(
                 self.client, self.run_id, status, experiment=self.experiment, created=self._created
             )

@@ -37,7 +37,7 @@ from optuna.distributions import (
 )
 from optuna.trial import Trial
 
-__all__ = ["Param", "SearchSpace", "SweeperConfigError"]
+__all__ = ["Param", "SearchSpace", "SweeperConfigError", "describe_distribution"]
 
 _PREFIX = {OverrideType.CHANGE: "", OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}
 _MISSING = object()
@@ -324,14 +324,15 @@ class SearchSpace:
                 group, sub = self.depends[p.name]
                 having = [o for o, keys in self.groups[group].keys.items() if sub in keys]
                 cond = f"  (only when {group} is {' or '.join(having)})"
-            lines.append(f"  {p.prefix}{p.name}: {_describe(p.distribution)}{cond}")
+            lines.append(f"  {p.prefix}{p.name}: {describe_distribution(p.distribution)}{cond}")
         fixed = [p.render() for p in self.params if p.is_fixed]
         if fixed:
             lines.append(f"  fixed: {' '.join(fixed)}")
         return "\n".join(lines)
 
 
-def _describe(d: BaseDistribution | None) -> str:
+def describe_distribution(d: BaseDistribution | None) -> str:
+    """`choice(a, b)`, `float [0.1, 1000] log`, ...: a distribution as the space lists it."""
     if isinstance(d, CategoricalDistribution):
         return f"choice({', '.join(map(str, d.choices))})"
     if isinstance(d, (IntDistribution, FloatDistribution)):

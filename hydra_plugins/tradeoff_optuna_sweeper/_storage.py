@@ -2,9 +2,9 @@
 
 Under ask-and-tell Optuna's own heartbeat thread (part of `Study.optimize`) does not run, so the
 sweeper beats for the trials it has in flight. RDB storages (sqlite, PostgreSQL, MySQL) keep the
-heartbeats in their heartbeat table and `optuna.storages.fail_stale_trials` judges them; journal
+heartbeats in their heartbeat table, judged by Optuna's own query for stale trials; journal
 storages have no heartbeat table, so there the beat is a trial system attribute holding the
-wall-clock time, judged by `fail_stale_journal_trials` with the same rules.
+wall-clock time, judged by `fail_stale` with the same rules.
 """
 
 from __future__ import annotations
@@ -39,11 +39,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_ATTR = "tradeoff:heartbeat"  # journal storages: last beat, seconds since the epoch
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-# Optuna >= 4.9 renamed RetryFailedTrialCallback; the old name is deprecated.
-_Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or (
-    optuna.storages.RetryFailedTrialCallback
-)
+Describe = Callable[[FrozenTrial], dict[str, str]]  # a stale trial's attrs, e.g. its MLflow run
 
 
 def redact(url: str | None) -> str:
@@ -87,12 +83,15 @@ def _quiet(fn: Callable[..., object], *args: object, **kwargs: object) -> object
         return fn(*args, **kwargs)
 
 
+# User attributes that describe one attempt: a re-queued trial does not inherit them.
+ATTEMPT_ATTRS = ("fail_reason", "mlflow_run_id")
+
+
 class RetryStale:
     """Failed-stale trial callback: re-queue its parameters (at most `max_retry` times), log it,
     and let the sweeper close the trial's MLflow run (`on_stale`)."""
 
     def __init__(self, max_retry: int, on_stale: StaleCallback | None = None) -> None:
-        self.retry = _quiet(_Retry, max_retry=max_retry)
         self.max_retry = max_retry
         self.on_stale = on_stale
 
@@ -108,8 +107,18 @@ class RetryStale:
         """Queue the FAILed `trial`'s parameters again unless it used up its retries."""
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         requeued = self.max_retry > 0 and len(history) <= self.max_retry
-        if requeued:
-            _quiet(self.retry, study, trial)
+        if requeued:  # as Optuna's RetryFailedTrialCallback, without the attempt's own attrs
+            system_attrs = {"failed_trial": trial.number, **trial.system_attrs}
+            system_attrs["retry_history"] = history
+            user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ATTEMPT_ATTRS}
+            retry = optuna.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=user_attrs,
+                system_attrs=system_attrs,
+            )
+            study.add_trial(retry)
         log.warning(
             "trial %d marked FAIL: %s; %s",
             trial.number,
@@ -256,31 +265,48 @@ def fail_stale(
     heartbeat_interval: int | None,
     grace_period: int | None,
     on_stale: RetryStale,
-) -> None:
-    """Mark RUNNING trials whose heartbeat is older than the grace period FAIL and re-queue
-    their parameters (through `on_stale`). Safe to run from several processes at once: only one
-    of them wins the FAIL transition of a trial."""
+    describe: Describe | None = None,
+) -> list[int]:
+    """Mark RUNNING trials whose heartbeat is older than the grace period FAIL, recording why
+    (`fail_reason`) and what `describe` adds (its MLflow run), and re-queue their parameters
+    (through `on_stale`); return their numbers. Safe to run from several processes at once:
+    only one of them wins the FAIL transition of a trial."""
     storage = study._storage
+    grace = grace_period or 2 * (heartbeat_interval or 0)
     if uses_rdb_heartbeat(storage):
-        _quiet(optuna.storages.fail_stale_trials, study)
+        stale = storage._get_stale_trial_ids(study._study_id)
+        grace = storage.grace_period or 2 * storage.heartbeat_interval
     elif isinstance(storage, JournalStorage) and heartbeat_interval is not None:
-        fail_stale_journal_trials(study, grace_period or 2 * heartbeat_interval, on_stale)
-
-
-def fail_stale_journal_trials(study: optuna.Study, grace: float, on_stale: RetryStale) -> None:
-    """`fail_stale_trials` for journal storages, whose heartbeat is a trial system attribute."""
-    now = time.time()
-    storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is None or now - float(beat) <= grace:
-            continue
+        stale = _stale_journal_trials(study, grace)
+    else:
+        return []
+    failed = []
+    for trial_id in stale:
+        trial = storage.get_trial(trial_id)
+        attrs = {"fail_reason": f"no heartbeat for {grace:g} s: its process died or hung"}
+        if describe is not None:
+            attrs.update(describe(trial))
         try:
-            won = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            for key, value in attrs.items():
+                storage.set_trial_user_attr(trial_id, key, value)
+            won = storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process failed it first
         if won:
-            on_stale(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+            failed.append(trial.number)
+            on_stale(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return failed
+
+
+def _stale_journal_trials(study: optuna.Study, grace: float) -> list[int]:
+    """Ids of RUNNING trials of a journal storage whose heartbeat attribute is too old."""
+    now = time.time()
+    out = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+        if beat is not None and now - float(beat) > grace:
+            out.append(trial._trial_id)
+    return out
 
 
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:

@@ -1,0 +1,124 @@
+"""SIGTERM and SIGINT end a job the same way: `Interrupted` is raised in the main thread, the
+code in flight closes what it opened (the MLflow run KILLED, the sweep's parent run, an Optuna
+trial failed and re-queued), and the command prints one line and exits 128 + the signal.
+
+A second signal, or cleanup that outlasts `GRACE_SECONDS`, ends the process at once: a later
+start marks what is left RUNNING as the runs of a dead process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = [
+    "GRACE_SECONDS",
+    "Interrupted",
+    "deferred",
+    "exit_now",
+    "install",
+    "received",
+]
+
+GRACE_SECONDS = 20.0  # SLURM sends SIGKILL 30 s (KillWait) after SIGTERM by default
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+_received: int | None = None
+_deferring = 0
+_pending = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop by `signum` (SIGTERM or SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {self.name}")
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process its signal ended."""
+        return 128 + self.signum
+
+
+def received() -> int | None:
+    """The signal this process was asked to stop by, if any."""
+    return _received
+
+
+def _program() -> str:
+    return Path(sys.argv[0]).name or "tradeoff"
+
+
+def _handler(signum: int, frame: Any) -> None:
+    global _received, _pending
+    if _received is not None:
+        name = signal.Signals(signum).name
+        print(f"{_program()}: {name} again: stopping now", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+    _received = signum
+    timer = threading.Timer(GRACE_SECONDS, os._exit, args=(128 + signum,))
+    timer.daemon = True
+    timer.start()
+    if _deferring:
+        _pending = True
+        return
+    raise Interrupted(signum)
+
+
+def install() -> bool:
+    """Handle SIGTERM and SIGINT in this process (main thread only); False where it cannot or
+    where another handler than Python's default is already installed (a launcher's own, e.g.
+    submitit's, which it needs for requeueing)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    defaults = {signal.SIG_DFL, signal.default_int_handler, _handler}
+    if any(signal.getsignal(s) not in defaults for s in HANDLED):
+        return False
+    for sig in HANDLED:
+        signal.signal(sig, _handler)
+    return True
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block a signal does not cut short (a write to the tracking store): `Interrupted` is
+    raised when it ends instead."""
+    global _deferring, _pending
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending:
+            _pending = False
+            assert _received is not None
+            raise Interrupted(_received)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit with `code` once the exit handlers ran and the output is flushed, without the
+    interpreter's teardown (seconds, for torch and MLflow, that a stopped job need not wait)."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _reset_for_tests() -> None:
+    global _received, _pending, _deferring
+    _received, _pending, _deferring = None, False, 0
