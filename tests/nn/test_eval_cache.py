@@ -139,7 +139,7 @@ def test_training_in_eval_mode_trains_every_weight(trained, digits):
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert model.training is False
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     assert losses[-1] < losses[0]
@@ -161,3 +161,16 @@ def test_eval_mode_computes_the_weight_once_while_nothing_changes(digits):
     assert len(calls) == len(params)
     (grad_x,) = torch.autograd.grad(loss, x)  # the input's gradient only
     assert len(calls) == len(params) and grad_x.abs().max() > 0
+
+
+def test_a_cache_built_in_inference_mode_serves_autograd_afterwards(trained, digits):
+    _, model = trained
+    model = copy.deepcopy(model)
+    x = digits.test.x[:16]
+    with torch.inference_mode():
+        expected = model(x)
+    x = x.clone().requires_grad_()
+    out = model(x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out.detach(), expected)
+    assert grad.abs().max() > 0

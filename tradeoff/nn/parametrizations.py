@@ -55,6 +55,8 @@ class CachedParametrization(nn.Module):
     def _cache_valid(self, weight: torch.Tensor, key: tuple) -> bool:
         if self._cache is None or self._cache_key != key:
             return False
+        if self._cache.is_inference() and not torch.is_inference_mode_enabled():
+            return False  # autograd cannot save an inference tensor
         now = self._inputs(weight)
         return len(now) == len(self._cache_inputs) and all(
             a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
