@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import signals
 from .claims import Claim, local_store_path, try_claim
 from .stores import StoreError, check_store
+from .watchdog import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -257,22 +258,6 @@ def _process_tags() -> dict[str, str]:
     return {"tradeoff.host": socket.gethostname(), "tradeoff.pid": str(os.getpid())}
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host runs (a zombie, dead but not yet waited for by its
-    parent, does not: a launcher that just killed its workers has not reaped them yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): alive as far as we can tell
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
 def reap_dead_runs(
     client: MlflowClient,
     experiment_id: str,
@@ -295,7 +280,7 @@ def reap_dead_runs(
     reaped = []
     for run in runs:
         pid = run.data.tags.get("tradeoff.pid", "")
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             note = f"process {pid} on {host} {reason}"
             with_retries(client.set_tag, run.info.run_id, "error", note)
             with_retries(client.set_terminated, run.info.run_id, status)

@@ -13,10 +13,11 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from . import signals
 
-__all__ = ["SWEEP_PID_ENV", "orphaned", "record_sweep_process", "watch_parent"]
+__all__ = ["SWEEP_PID_ENV", "orphaned", "pid_alive", "record_sweep_process", "watch_parent"]
 
 SWEEP_PID_ENV = "TRADEOFF_SWEEP_PID"
 POLL_SECONDS = 1.0
@@ -25,6 +26,22 @@ log = logging.getLogger(__name__)
 
 _watched: int | None = None
 _orphaned = threading.Event()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (a zombie, dead but not yet waited for by its
+    parent, does not: a launcher that just killed its workers has not reaped them yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): alive as far as we can tell
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def record_sweep_process() -> None:

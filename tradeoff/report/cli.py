@@ -16,7 +16,9 @@ import logging.handlers
 import sys
 from collections.abc import Iterator
 
-from .frame import DEFAULT_X, DEFAULT_Y, ReportError
+from .. import signals
+from ..stores import store_failure
+from .frame import DEFAULT_X, DEFAULT_Y, ReportError, _resolve_uri
 from .pdf import build_report, outputs
 
 __all__ = ["main"]
@@ -70,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         "axis, 1.1 x the largest value on a minimised one)",
     )
     parser.add_argument(
+        "--include-degenerate",
+        action="store_true",
+        help="draw the runs tagged degenerate too (at or below chance accuracy, or "
+        "certificates beyond the inputs' diameter: robust by doing nothing); by default they "
+        "are left off the front and listed on the summary page",
+    )
+    parser.add_argument(
         "--no-attach",
         action="store_true",
         help="do not log the PDF, PNG and CSV as artifacts (report/) of the sweep parent runs",
@@ -101,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point (`tradeoff-report`): exit 0 on success, 1 with a message if the
     runs cannot make a report, 2 for a bad command line."""
     args = _parser().parse_args(argv)
+    signals.install()  # a stopped report removes its temporary files on the way out
     with _held_messages() as held:
         try:
             pdf = build_report(
@@ -112,9 +122,19 @@ def main(argv: list[str] | None = None) -> None:
                 y=args.y,
                 reference=tuple(args.reference) if args.reference else None,
                 attach=not args.no_attach,
+                include_degenerate=args.include_degenerate,
             )
         except ReportError as exc:
             print(f"tradeoff-report: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        except signals.Interrupted as exc:
+            print(f"tradeoff-report: stopped by {exc.name}; no report written", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            line = store_failure(exc, args.tracking_uri or _resolve_uri(None))
+            if line is None:
+                raise
+            print(f"tradeoff-report: error: {line}", file=sys.stderr)
             sys.exit(1)
         _, png, csv = outputs(pdf)
         print(f"wrote {pdf}\n      {png}\n      {csv}", flush=True)

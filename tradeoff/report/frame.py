@@ -22,6 +22,9 @@ import moocore
 import numpy as np
 import pandas as pd
 
+from .. import stores
+from ..degenerate import TAG as DEGENERATE
+
 __all__ = [
     "COST_METRICS",
     "DEFAULT_X",
@@ -29,6 +32,7 @@ __all__ = [
     "REFERENCE",
     "ReportError",
     "RunSelection",
+    "check_store",
     "cra_columns",
     "default_reference",
     "front_table",
@@ -40,6 +44,7 @@ __all__ = [
     "pareto_front",
     "radius_label",
     "select_runs",
+    "varying_params",
 ]
 
 DEFAULT_X = "test/mean_certificate"
@@ -70,6 +75,9 @@ class RunSelection:
     # experiment -> {status: count} of job runs that are not FINISHED (not counted).
     not_finished: dict[str, dict[str, int]] = field(default_factory=dict)
     client: Any = None  # the MlflowClient that read them, for artifacts and metric histories
+    # FINISHED runs tagged degenerate (robust by doing nothing), left out of `runs` unless
+    # asked for; their reason is in the column `degenerate`.
+    degenerate: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # -- store access ------------------------------------------------------------------------------
@@ -94,6 +102,15 @@ def _check_store(uri: str) -> None:
             f"no MLflow store at {uri!r} ({path} does not exist); run the report where the "
             "sweep ran or pass --tracking-uri"
         )
+
+
+def check_store(uri: str) -> None:
+    """A usable store, in seconds: known scheme, reachable server, an existing MLflow file."""
+    try:
+        stores.check_store(uri, "--tracking-uri", create=False)
+    except stores.StoreError as exc:
+        raise ReportError(str(exc)) from None
+    _check_store(uri)
 
 
 def _client(uri: str):  # -> MlflowClient, imported lazily (mlflow is slow to import)
@@ -156,14 +173,17 @@ def select_runs(
     experiments: str | Sequence[str],
     tracking_uri: str | None = None,
     parent: str | None = None,
+    *,
+    include_degenerate: bool = False,
 ) -> RunSelection:
     """Read the job runs of `experiments`; raise ReportError for an unknown experiment, an
-    unknown parent run, or an experiment without any FINISHED job run."""
+    unknown parent run, or an experiment without any FINISHED job run. Runs tagged
+    degenerate are set aside (`RunSelection.degenerate`) unless `include_degenerate`."""
     names = [experiments] if isinstance(experiments, str) else list(dict.fromkeys(experiments))
     if not names:
         raise ReportError("give at least one experiment name")
     uri = _resolve_uri(tracking_uri)
-    _check_store(uri)
+    check_store(uri)
     client = _client(uri)
     ids: dict[str, str] = {}
     for name in names:
@@ -211,7 +231,30 @@ def select_runs(
     finished = finished.dropna(axis=1, how="all").reset_index(drop=True)
     for col in [c for c in finished.columns if c.startswith("params.")]:
         finished[col] = _numeric_or_str(finished[col])
-    return RunSelection(finished, names, uri, parent, not_finished, client)
+    for col in [c for c in finished.columns if c.startswith("metrics.")]:
+        finished[col] = _infinite(finished[col])
+    reason = finished.get(f"tags.{DEGENERATE}", pd.Series(np.nan, index=finished.index))
+    finished["degenerate"] = reason.where(reason.notna() & (reason != ""), None)
+    flagged = finished["degenerate"].notna()
+    degenerate = finished[flagged].reset_index(drop=True)
+    if not include_degenerate:
+        finished = finished[~flagged].reset_index(drop=True)
+        for name in names:
+            if not (finished["experiment"] == name).any():
+                raise ReportError(
+                    f"every FINISHED job run of experiment {name!r} is degenerate (at or below "
+                    "chance accuracy, or certificates beyond the inputs' diameter); "
+                    "--include-degenerate draws them anyway"
+                )
+    return RunSelection(finished, names, uri, parent, not_finished, client, degenerate)
+
+
+def _infinite(values: pd.Series) -> pd.Series:
+    """Metric values with MLflow's stand-ins for ±inf (it stores ±1.797e308) made ±inf again:
+    such a run is then skipped for that metric, not drawn 300 digits out."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    huge = np.finfo(float).max
+    return numbers.mask(numbers >= huge, np.inf).mask(numbers <= -huge, -np.inf)
 
 
 # -- metrics, front, hypervolume ---------------------------------------------------------------
@@ -298,15 +341,19 @@ def load_runs(
     *,
     x: str = DEFAULT_X,
     y: str = DEFAULT_Y,
+    include_degenerate: bool = False,
 ) -> pd.DataFrame:
-    """One row per FINISHED job run of `experiments` (children of `parent` if given).
+    """One row per FINISHED job run of `experiments` (children of `parent` if given), without
+    the runs tagged degenerate unless `include_degenerate` (their reason: column `degenerate`).
 
     Columns: run_id, experiment, experiment_id, status, run_name, loss_family, parent_run_id,
     start_time, end_time, `params.*` (numeric where every value is a number), `metrics.*`
     (the last value logged), `tags.*`, and `on_front`: whether the run is on the Pareto front
     of (`x`, `y`) over all the runs (False when `x` or `y` is missing). Raises ReportError.
     """
-    runs = select_runs(experiments, tracking_uri, parent).runs
+    runs = select_runs(
+        experiments, tracking_uri, parent, include_degenerate=include_degenerate
+    ).runs
     for name in (x, y):
         metric_column(runs, name)
     runs["on_front"] = pareto_front(runs, x, y)
@@ -331,17 +378,51 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def hyperparameters(row: pd.Series, greek: bool = False) -> str:
-    """The run's loss hyperparameters in a few characters: `tau=3`, `m=1 a=30` (τ, α if greek)."""
+# Params that never label a run: what does not change its result (as the config hash), and
+# the loss's own (labelled through FAMILY_PARAMS).
+_UNLABELLED = ("tracking.", "hydra.", "sweep.", "train.threads", "train.progress", "train.device")
+
+
+def varying_params(runs: pd.DataFrame) -> list[str]:
+    """The params besides the loss's that differ between `runs` (set in some, unset in others
+    counts): `optim.lr`, `model.layer`, ... — what front labels add to the loss's."""
+    out = []
+    for col in sorted(c for c in runs.columns if c.startswith("params.")):
+        key = col.removeprefix("params.")
+        if key.startswith(("loss.", *_UNLABELLED)) or key in _UNLABELLED:
+            continue
+        if runs[col].astype(str).where(runs[col].notna(), "").nunique() > 1:
+            out.append(key)
+    return out
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """`optim.lr` → `lr`, `optim._target_` → `optim`; the whole key where two would clash."""
+    short = {k: k.removesuffix("._target_").rsplit(".", 1)[-1] for k in keys}
+    clashes = {n for n in short.values() if list(short.values()).count(n) > 1}
+    return {k: (k if n in clashes else n) for k, n in short.items()}
+
+
+def hyperparameters(row: pd.Series, greek: bool = False, extra: Sequence[str] = ()) -> str:
+    """The run's loss hyperparameters in a few characters: `tau=3`, `m=1 a=30` (τ, α if greek),
+    then its values of the params `extra` (`varying_params`: what else tells the runs apart),
+    e.g. `tau=10 lr=1e+03`."""
     family = str(row.get("loss_family", ""))
     spec = FAMILY_PARAMS.get(family)
-    if spec is None:  # unknown family: the run name without the family
-        return str(row.get("run_name", "")).removeprefix(family).strip()
     parts = []
-    for param, ascii_name, greek_name in spec:
+    if spec is None:  # unknown family: the run name without the family
+        name = str(row.get("run_name", "")).removeprefix(family).strip()
+        parts += [name] if name else []
+    for param, ascii_name, greek_name in spec or ():
         value = row.get(f"params.{param}")
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             parts.append(f"{greek_name if greek else ascii_name}={_fmt(value)}")
+    for key, name in _short_names(list(extra)).items():
+        value = row.get(f"params.{key}")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        text = str(value).rsplit(".", 1)[-1] if key.endswith("._target_") else _fmt(value)
+        parts.append(f"{name}={text}")
     if not parts:
         return "—" if greek else ""
     return ", ".join(parts) if greek else " ".join(parts)
@@ -381,7 +462,9 @@ def front_table(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
             "experiment": front["experiment"],
             "run_name": front["run_name"],
             "loss_family": front["loss_family"],
-            "hyperparameters": [hyperparameters(r) for _, r in front.iterrows()],
+            "hyperparameters": [
+                hyperparameters(r, extra=varying_params(runs)) for _, r in front.iterrows()
+            ],
             y_col.removeprefix("metrics."): front[y_col].astype(float),
             x_col.removeprefix("metrics."): front[x_col].astype(float),
         }

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 
 from ..paths import OutputDirError, writable_dir
+from ..watchdog import pid_alive
 from .attach import attach_report, sweep_parents
 from .frame import (
     DEFAULT_X,
@@ -34,6 +35,8 @@ from .frame import (
 from .plots import MAX_CURVES, RC, ReportData, _subset, render_pages
 
 __all__ = ["build_report", "default_out", "outputs"]
+
+_TEMP_MARK = "~"  # between the writing process's pid and mkstemp's random part
 
 
 def default_out(experiments: Sequence[str]) -> Path:
@@ -112,8 +115,16 @@ def _report_data(
             _val_metric(x, "val/mean_certificate", runs),
         ),
         table_name=table_name,
+        degenerate=_left_out(selection.degenerate, runs),
     )
     return data, front_table(runs, x_col, y_col)
+
+
+def _left_out(degenerate: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The degenerate runs that are not among `runs` (all, unless --include-degenerate)."""
+    if degenerate.empty:
+        return degenerate
+    return degenerate[~degenerate["run_id"].isin(runs["run_id"])]
 
 
 def _fetch_curves(selection: RunSelection, data: ReportData) -> None:
@@ -132,6 +143,7 @@ def build_report(
     y: str = DEFAULT_Y,
     reference: tuple[float, float] | None = None,
     attach: bool = True,
+    include_degenerate: bool = False,
 ) -> Path:
     """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
     with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path. With
@@ -140,10 +152,15 @@ def build_report(
     hypervolume's reference point, by default `frame.default_reference` (0 for accuracy and
     robustness, above the largest cost for a cost axis).
 
+    Runs tagged degenerate (robust by doing nothing) are left out and listed on the summary
+    page, unless `include_degenerate`.
+
     Raises ReportError for an unknown experiment or parent run, an experiment without
     FINISHED job runs, or a metric no run has; nothing is written then.
     """
-    selection = select_runs(experiments, tracking_uri, parent)
+    selection = select_runs(
+        experiments, tracking_uri, parent, include_degenerate=include_degenerate
+    )
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
     data, table = _report_data(selection, x, y, reference, csv_path.name)
     try:
@@ -155,6 +172,7 @@ def build_report(
         ) from None
     _fetch_curves(selection, data)
     temps: list[Path] = []
+    _remove_stale_temps(pdf_path.parent)
     try:
         with matplotlib.rc_context(RC):
             figures = render_pages(data, table)
@@ -197,7 +215,9 @@ def _temp(final: Path, temps: list[Path]) -> Path:
     """A new empty file beside `final` (same filesystem, so os.replace is atomic), with the
     permissions a plainly created file would get (mkstemp's are owner-only)."""
     fd, name = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=f"{final.suffix}.tmp", dir=final.parent
+        prefix=f".{final.stem}.{os.getpid()}{_TEMP_MARK}",
+        suffix=f"{final.suffix}.tmp",
+        dir=final.parent,
     )
     os.close(fd)
     temps.append(Path(name))
@@ -205,6 +225,17 @@ def _temp(final: Path, temps: list[Path]) -> Path:
     os.umask(umask)
     os.chmod(name, 0o666 & ~umask)
     return Path(name)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Remove the temporary files (`.<stem>.<pid>~<random>.<ext>.tmp`) of reports whose process
+    died before it could (a SIGKILL); those of live processes are theirs."""
+    for ext in ("pdf", "png", "csv"):
+        for path in folder.glob(f".*{_TEMP_MARK}*.{ext}.tmp"):
+            pid = path.name.split(_TEMP_MARK, 1)[0].rsplit(".", 1)[-1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def _metadata(data: ReportData) -> dict[str, str]:

@@ -7,6 +7,7 @@ experiment a run belongs to by its marker, so a run looks the same on every page
 
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from .frame import (
     maximised,
     pareto_front,
     radius_label,
+    varying_params,
 )
 
 __all__ = [
@@ -175,6 +177,13 @@ class ReportData:
     curve_metrics: tuple[str, str] = ("val/accuracy", "val/mean_certificate")
     table_name: str = "front.csv"
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # FINISHED runs tagged degenerate and left out of `runs` (reason in column `degenerate`)
+    degenerate: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @functools.cached_property
+    def varying(self) -> list[str]:
+        """Params besides the loss's that differ between the runs: labels show them."""
+        return varying_params(self.runs)
 
     @property
     def plotted(self) -> pd.DataFrame:
@@ -381,6 +390,7 @@ def page_summary(data: ReportData) -> Figure:
         for status, n in statuses.items():
             not_finished[status] = not_finished.get(status, 0) + n
     left_out = ", ".join(f"{n} {s}" for s, n in sorted(not_finished.items()))
+    degenerate = data.degenerate
     best_acc = plotted.loc[plotted[data.y_col].astype(float).idxmax()]
     x_values = plotted[data.x_col].astype(float)
     best_rob = plotted.loc[x_values.idxmax() if maximised(data.x) else x_values.idxmin()]
@@ -416,7 +426,12 @@ def page_summary(data: ReportData) -> Figure:
             "Runs",
             f"{len(runs)} FINISHED job runs ({counts}{per_experiment})"
             + (f"; not counted: {left_out}" if left_out else "")
-            + (f"; {len(data.skipped)} skipped (listed below)" if len(data.skipped) else ""),
+            + (f"; {len(data.skipped)} skipped (listed below)" if len(data.skipped) else "")
+            + (
+                f"; {len(degenerate)} degenerate, left out (listed below)"
+                if len(degenerate)
+                else ""
+            ),
         ),
         (
             "Objectives",
@@ -456,10 +471,19 @@ def page_summary(data: ReportData) -> Figure:
                 for m, c in ((data.x, data.x_col), (data.y, data.y_col))
                 if not np.isfinite(float(row[c]))
             ]
-            lines.append(f"{row['run_id']}  {row['run_name']}: no {', '.join(missing)}")
+            lines.append(f"{row['run_id']}  {row['run_name']}: no finite {', '.join(missing)}")
         if len(skipped) > SKIPPED_LINES:
             lines.append(f"… and {len(skipped) - SKIPPED_LINES} more")
         rows.append(("Skipped runs", "\n".join(lines)))
+    if len(degenerate):
+        lines = [
+            f"{row['run_id']}  {row['run_name']}: {row['degenerate']}"
+            for _, row in degenerate.head(SKIPPED_LINES).iterrows()
+        ]
+        if len(degenerate) > SKIPPED_LINES:
+            lines.append(f"… and {len(degenerate) - SKIPPED_LINES} more")
+        lines.append("(robust by doing nothing: tradeoff-report --include-degenerate draws them)")
+        rows.append(("Degenerate runs", "\n".join(lines)))
     _key_values(ax, rows)
     return fig
 
@@ -548,9 +572,10 @@ def _place_labels(
     return missed
 
 
-def _point_label(row: pd.Series) -> str:
-    """A front point's label: its hyperparameters (the colour gives the family)."""
-    text = hyperparameters(row, greek=True)
+def _point_label(row: pd.Series, extra: Sequence[str] = ()) -> str:
+    """A front point's label: its hyperparameters and the params in `extra` (the colour gives
+    the family)."""
+    text = hyperparameters(row, greek=True, extra=extra)
     return str(row["loss_family"]) if text in ("", "—") else text
 
 
@@ -610,7 +635,7 @@ def page_front(data: ReportData) -> Figure:
         lines.insert(0, Line2D([], [], color="0.4", lw=1.2, ls="--", label="front of a family"))
     handles = _legend_handles(data, lines)
     _legend(fig, handles)
-    texts = [_point_label(front.iloc[i]) for i in labelled]
+    texts = [_point_label(front.iloc[i], data.varying) for i in labelled]
     missed = _place_labels(
         fig,
         ax,
@@ -947,7 +972,7 @@ def _run_legend(
             continue
         handles.append(_header(family))
         for _, row in mine.iterrows():
-            label = hyperparameters(row, greek=True)
+            label = hyperparameters(row, greek=True, extra=data.varying)
             if len(data.experiments) > 1:
                 label += f" [{row['experiment']}]"
             label += f" · {str(row['run_id'])[:8]}"

@@ -52,9 +52,16 @@ def summary_metrics(
 
 
 def sweep_summary(experiment: str, parent: str, tracking_uri: str) -> dict[str, float]:
-    """`summary_metrics` of the FINISHED job runs of sweep run `parent` in `experiment`."""
+    """`summary_metrics` of the FINISHED job runs of sweep run `parent` in `experiment`, the
+    front over those not degenerate; `sweep/runs` counts them all and
+    `sweep/degenerate_runs` those left out."""
     try:
-        runs = select_runs(experiment, tracking_uri, parent).runs
+        selection = select_runs(experiment, tracking_uri, parent, include_degenerate=True)
     except ReportError:  # no FINISHED job run (every job failed)
         return {"sweep/runs": 0.0}
-    return summary_metrics(runs)
+    runs = selection.runs
+    sound = runs[runs["degenerate"].isna()]
+    out = summary_metrics(sound) if len(sound) else {}
+    out["sweep/runs"] = float(len(runs))
+    out["sweep/degenerate_runs"] = float(len(runs) - len(sound))
+    return out
