@@ -92,3 +92,10 @@ def test_training_batch_whose_logits_overflow_names_its_samples(trained, digits)
             model, TauCrossEntropy(5.0), opt, (x, digits.test.y[:64]), None, epochs=1, batch_size=64
         )
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_an_empty_batch_has_no_certificates_and_no_error(trained, digits):
+    empty = digits.test.x[:0]
+    radii = certify(trained, empty)
+    assert radii.shape == (0,)
+    torch.testing.assert_close(certify(trained, digits.test.x[:5])[:0], radii)

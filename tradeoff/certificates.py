@@ -167,7 +167,7 @@ def certify(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
     arithmetic(model, x)  # PrecisionError for float16, bfloat16 and autocast
     certifier = Certifier.from_model(model, tuple(x.shape[1:]))
     with torch.no_grad(), eval_mode(model):
-        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        logits = torch.cat([model(batch) for batch in x.split(batch_size)])
     require_finite_logits(logits, x)
     return certifier.radii(logits, x)
 

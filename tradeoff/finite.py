@@ -21,7 +21,9 @@ class NonFiniteError(ValueError):
 def _bad_rows(values: torch.Tensor) -> torch.Tensor:
     if values.ndim == 0:
         return ~torch.isfinite(values).view(1)
-    return ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+    return ~torch.isfinite(
+        values.reshape(len(values), values[0].numel() if len(values) else 0)
+    ).all(dim=1)
 
 
 def _where(bad: torch.Tensor, index: torch.Tensor | None) -> tuple[int, str]:
