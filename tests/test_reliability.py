@@ -162,3 +162,193 @@ def test_unwritable_tracking_folder_is_refused_before_training(tmp_path):
         f"tradeoff-train: error: tracking.uri={uri!r}: folder '{blocker / 'sub'}' does not exist "
         "or is not writable; create it or point tracking.uri elsewhere"
     ]
+
+
+# -- issue 16: signals, claims, degenerate runs, stores (fast, in-process) ----------------------
+
+
+@pytest.fixture
+def own_signals():
+    """Our SIGTERM/SIGINT handlers in the test process, pytest's restored afterwards."""
+    import signal
+
+    from tradeoff import signals
+
+    saved = {s: signal.getsignal(s) for s in signals.HANDLED}
+    try:
+        yield signals
+    finally:
+        signals.reset()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def test_a_signal_takes_effect_once_the_store_write_is_done(own_signals):
+    import signal
+    import time
+
+    signals = own_signals
+    assert signals.install()
+    finished = False
+    with pytest.raises(signals.Interrupted) as info, signals.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        finished = True  # the block is not cut short
+    assert finished and signals.received() == signal.SIGTERM
+    assert info.value.exit_code == 143 and info.value.name == "SIGTERM"
+    assert isinstance(info.value, KeyboardInterrupt)  # `except KeyboardInterrupt` sees it
+    signals.reset()
+    with pytest.raises(signals.Interrupted) as info:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert info.value.exit_code == 130
+
+
+def test_a_launchers_own_signal_handler_is_left_alone(own_signals):
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: None)  # e.g. submitit's, which requeues
+    assert not own_signals.install()
+
+
+def test_a_zombie_process_counts_as_dead():
+    import signal
+    import sys
+    import time
+
+    from tradeoff.watchdog import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(child.pid)  # not waited for yet: a zombie
+    finally:
+        child.wait()
+
+
+def test_a_config_is_claimed_by_one_holder_at_a_time(tmp_path):
+    from tradeoff.claims import Claim, local_store_path, try_claim
+
+    store = local_store_path(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert store == tmp_path / "mlflow.db"
+    assert local_store_path("http://host:5000") is None
+    assert local_store_path("postgresql://u@h/db") is None
+    first = try_claim(store, "1", "abc")
+    assert isinstance(first, Claim)
+    second = try_claim(store, "1", "abc")  # another open file: as another process would
+    assert second == f"pid {os.getpid()} on {__import__('socket').gethostname()}"
+    assert isinstance(try_claim(store, "2", "abc"), Claim)  # another experiment
+    first.release()
+    again = try_claim(store, "1", "abc")
+    assert isinstance(again, Claim)
+    again.release()
+    assert (tmp_path / "mlflow.db.claims" / "1-abc.lock").exists()
+
+
+def test_on_a_server_store_the_older_run_holds_the_config(tmp_path, monkeypatch):
+    """The claim a server store decides (RunTracker.contested), tried on a sqlite store: the
+    younger of two runs of one config is deleted, the older trains; a FINISHED one wins."""
+    import mlflow
+
+    from tradeoff.tracking import RunTracker
+
+    monkeypatch.chdir(tmp_path)
+    # Two processes in one: MLflow's process-wide active run would end one tracker's run.
+    monkeypatch.setattr(mlflow, "start_run", lambda **kwargs: None)
+    cfg = _compose(["data=digits", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    older, younger = RunTracker(cfg), RunTracker(cfg)
+    older.start()
+    younger.start()
+    client = older.client
+    assert [client.get_run(t.run_id).info.status for t in (older, younger)] == ["RUNNING"] * 2
+    assert younger.contested(settle=0) == older.run_id
+    assert younger.run_id is None
+    assert older.contested(settle=0) is None
+    older.end("FINISHED")
+    late = RunTracker(cfg)
+    late.start()
+    assert late.contested(settle=0) == older.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert list(mlflow.search_runs(search_all_experiments=True)["status"]) == ["FINISHED"]
+
+
+def test_why_degenerate():
+    import torch
+
+    from tradeoff.degenerate import chance_accuracy, diameter, why_degenerate
+
+    labels = torch.tensor([0, 0, 0, 1, 2])
+    assert chance_accuracy(labels) == 0.6
+    pixels = torch.zeros(2, 1, 8, 8)
+    pixels[1] = 1.0
+    assert diameter(pixels) == pytest.approx(8.0)  # sqrt(64) pixels in [0, 1]
+    small = torch.full((5,), 0.5)
+    assert why_degenerate(0.6, labels, small, 8.0) == (
+        "test accuracy 0.6 is at or below chance (0.6)"
+    )
+    assert why_degenerate(0.8, labels, small, 8.0) is None
+    assert "a certificate of 9 exceeds the inputs' diameter 8" in why_degenerate(
+        0.8, labels, torch.tensor([0.1, 9.0]), 8.0
+    )
+    assert "exceeds" in why_degenerate(0.8, labels, torch.tensor([float("inf")]), 8.0)
+
+
+def test_a_run_at_chance_is_tagged_degenerate_and_logs_the_known_metrics(tmp_path, monkeypatch):
+    """optim.lr=1e3 on digits: FINISHED at chance accuracy with huge certificates, tagged
+    degenerate; the metrics it returns are exactly those `logged_metrics` predicts."""
+    import mlflow
+
+    from tradeoff.train import logged_metrics
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = _compose(
+        [
+            "data=digits",
+            "optim.lr=1e3",
+            "train.epochs=1",
+            "train.threads=1",
+            "tracking.log_model=false",
+            f"tracking.uri={uri}",
+        ]
+    )
+    metrics = run(cfg)
+    assert set(metrics) == logged_metrics(cfg)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert list(runs["status"]) == ["FINISHED"]
+    assert runs["tags.degenerate"].item().startswith("test accuracy 0.1028 is at or below chance")
+    no_val = _compose(["data=digits", "data.val_size=0"])
+    assert not any(name.startswith("val/") for name in logged_metrics(no_val))
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("foo://bar", "tracking.uri='foo://bar': unknown scheme 'foo://'"),
+        ("http://127.0.0.1:9", "tracking.uri='http://127.0.0.1:9' is unreachable"),
+    ],
+)
+def test_unusable_tracking_uris_are_refused_by_name(uri, message):
+    from tradeoff.tracking import check_tracking_uri
+
+    with pytest.raises(ValueError) as info:
+        check_tracking_uri(uri)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_a_damaged_store_is_refused_before_data_or_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"garbage " * 500)
+    cfg = _compose(["data=mnist", f"data.root={tmp_path}", f"tracking.uri=sqlite:///{db}"])
+    with pytest.raises(ValueError) as info:  # data=mnist would fail on its missing files
+        run(cfg)
+    assert str(info.value) == (
+        f"tracking.uri='sqlite:///{db}': '{db}' is damaged (file is not a database); "
+        f"move '{db}' away (MLflow makes a new store) or point tracking.uri elsewhere"
+    )

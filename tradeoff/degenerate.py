@@ -41,7 +41,7 @@ def why_degenerate(
 ) -> str | None:
     """The reason a run with this test accuracy, labels and certificates is degenerate, or None."""
     chance = chance_accuracy(labels)
-    if accuracy <= chance + 1e-12:
+    if accuracy <= chance + 1e-6:  # accuracy is a float32 mean: 37/360 reads 0.1027777791
         return f"test accuracy {accuracy:.4g} is at or below chance ({chance:.4g})"
     largest = float(radii.max()) if radii.numel() else 0.0
     if largest > box_diameter:

@@ -26,6 +26,7 @@ __all__ = [
     "exit_now",
     "install",
     "received",
+    "reset",
 ]
 
 GRACE_SECONDS = 20.0  # SLURM sends SIGKILL 30 s (KillWait) after SIGTERM by default
@@ -34,6 +35,7 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 _received: int | None = None
 _deferring = 0
 _pending = False
+_deadline: threading.Timer | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -63,15 +65,15 @@ def _program() -> str:
 
 
 def _handler(signum: int, frame: Any) -> None:
-    global _received, _pending
+    global _received, _pending, _deadline
     if _received is not None:
         name = signal.Signals(signum).name
         print(f"{_program()}: {name} again: stopping now", file=sys.stderr, flush=True)
         os._exit(128 + signum)
     _received = signum
-    timer = threading.Timer(GRACE_SECONDS, os._exit, args=(128 + signum,))
-    timer.daemon = True
-    timer.start()
+    _deadline = threading.Timer(GRACE_SECONDS, os._exit, args=(128 + signum,))
+    _deadline.daemon = True
+    _deadline.start()
     if _deferring:
         _pending = True
         return
@@ -119,6 +121,9 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _reset_for_tests() -> None:
-    global _received, _pending, _deferring
-    _received, _pending, _deferring = None, False, 0
+def reset() -> None:
+    """Forget a signal received and cancel its deadline (for tests that send one in-process)."""
+    global _received, _pending, _deferring, _deadline
+    if _deadline is not None:
+        _deadline.cancel()
+    _received, _pending, _deferring, _deadline = None, False, 0, None

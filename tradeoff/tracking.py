@@ -602,11 +602,11 @@ class RunTracker:
         for attempt in range(2):
             holder = self._older_twin()
             if holder is not None:
+                while mlflow.active_run() is not None:
+                    mlflow.end_run("KILLED")
                 with_retries(self.client.delete_run, self.run_id)
                 log.info("run %s deleted: run %s holds this config", self.run_id, holder)
                 self.run_id = None
-                while mlflow.active_run() is not None:
-                    mlflow.end_run()
                 return holder
             if attempt == 0 and settle > 0:
                 time.sleep(settle)

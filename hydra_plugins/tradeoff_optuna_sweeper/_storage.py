@@ -83,8 +83,10 @@ def _quiet(fn: Callable[..., object], *args: object, **kwargs: object) -> object
         return fn(*args, **kwargs)
 
 
-# User attributes that describe one attempt: a re-queued trial does not inherit them.
-ATTEMPT_ATTRS = ("fail_reason", "mlflow_run_id")
+# User attributes of one failed attempt that a re-queued trial does not inherit (it keeps
+# `mlflow_run_id` until its own job logs: a retry whose job finds the FINISHED run of the same
+# config trains nothing and stays linked to that run).
+ATTEMPT_ATTRS = ("fail_reason",)
 
 
 class RetryStale:
