@@ -195,6 +195,94 @@ def test_journal_heartbeat_fails_and_requeues_a_dead_trial_once(tmp_path):
     assert retried_numbers(study.trials) == {0}
 
 
+def test_objectives_the_jobs_do_not_log_are_refused_before_any_trial():
+    from hydra import compose, initialize_config_dir
+
+    from hydra_plugins.tradeoff_optuna_sweeper._checks import check_objectives
+    from tradeoff.paths import conf_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        config = compose("config", overrides=["data=digits"])
+    check_objectives(["val/accuracy", "test/cra_eps_0.5", "train/seconds"], config)
+    with pytest.raises(SweeperConfigError) as err:
+        check_objectives(["val/acc"], config)
+    message = str(err.value)
+    assert message.startswith("hydra.sweeper.objectives: the jobs do not log 'val/acc'; did you")
+    assert "val/accuracy" in message and "\n" not in message
+    check_objectives(["anything"], OmegaConf.create({"x": 1}))  # not tradeoff's task: no check
+
+
+def test_a_resume_the_study_does_not_fit_is_refused_and_changes_nothing():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from hydra_plugins.tradeoff_optuna_sweeper._checks import check_resume
+
+    study = optuna.create_study(directions=["maximize"])
+    family = CategoricalDistribution(["tau_cce", "hkr"])
+    study.add_trial(
+        optuna.create_trial(
+            params={"loss": "hkr", "loss.tau": 3.0},
+            distributions={"loss": family, "loss.tau": FloatDistribution(0.1, 10, log=True)},
+            values=[0.5],
+        )
+    )
+    # a float's range may change (Optuna allows it), not its log scale nor the choices
+    check_resume(study, _space(["loss=choice(tau_cce,hkr)", "loss.tau=tag(log,interval(1,99))"]))
+    with pytest.raises(SweeperConfigError, match=r"loss\.tau is float \[1\.0, 99\.0\], but"):
+        check_resume(study, _space(["loss.tau=interval(1,99)"]))
+    with pytest.raises(SweeperConfigError) as err:
+        check_resume(study, _space(["loss=choice(tau_cce,hkr,offset_ce)"]))
+    assert "loss is choice(tau_cce, hkr, offset_ce), but Optuna study" in str(err.value)
+    assert "has it as choice(tau_cce, hkr) and cannot change it" in str(err.value)
+    study.enqueue_trial({"loss": "offset_ce"})
+    with pytest.raises(SweeperConfigError, match=r"queued trial 1 .* loss='offset_ce'"):
+        check_resume(study, _space(["loss=choice(tau_cce,hkr)"]))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.WAITING]
+
+
+def test_a_trial_asked_for_but_never_run_is_void_and_its_queue_entry_kept():
+    from hydra_plugins.tradeoff_optuna_sweeper._checks import void_numbers, void_trial
+
+    study = optuna.create_study(directions=["maximize"])
+    study.enqueue_trial({"x": 0.25})
+    queued = study.ask()
+    fresh = study.ask()
+    void_trial(study, queued)
+    void_trial(study, fresh)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
+    assert void_numbers(trials) == {0, 1}
+    assert study.ask().suggest_float("x", 0, 1) == 0.25  # the queued parameters come back
+
+
+def test_a_stale_trial_records_why_and_which_run(tmp_path):
+    from hydra_plugins.tradeoff_optuna_sweeper._storage import HEARTBEAT_ATTR
+
+    retry = RetryStale(max_retry=1)
+    storage = open_storage(
+        f"journal:{tmp_path / 'study.log'}", heartbeat_interval=1, grace_period=2, on_stale=retry
+    )
+    study = optuna.create_study(storage=storage, study_name="j", directions=["maximize"])
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    failed = fail_stale(
+        study,
+        heartbeat_interval=1,
+        grace_period=2,
+        on_stale=retry,
+        describe=lambda t: {"mlflow_run_id": f"run-of-{t.number}"},
+    )
+    assert failed == [0]
+    dead, queued = study.trials
+    assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert dead.user_attrs == {
+        "fail_reason": "no heartbeat for 2 s: its process died or hung",
+        "mlflow_run_id": "run-of-0",
+    }
+    assert "fail_reason" not in queued.user_attrs and queued.params == dead.params
+
+
 def test_failed_missing_and_nan_objectives_are_failures():
     sweeper = TradeoffOptunaSweeperImpl(
         objectives=[{"val/accuracy": "maximize"}, {"val/mean_certificate": "maximize"}]
@@ -408,6 +496,9 @@ def test_killed_study_resumes_without_duplicates(workspace):
     # stale, or FAILED by a later job that finds its process dead), not left RUNNING.
     dead = children[children["tags.optuna.trial"] == str(killed)]
     assert len(dead) == 1 and dead.iloc[0]["status"] in ("KILLED", "FAILED")
+    # The stale-failed trial says why and which run it was.
+    assert failed[0].user_attrs["fail_reason"].startswith("no heartbeat for 3 s")
+    assert failed[0].user_attrs["mlflow_run_id"] == dead.iloc[0]["run_id"]
 
 
 @pytest.mark.slow
