@@ -282,6 +282,22 @@ def test_a_stale_trial_records_why_and_which_run(tmp_path):
     }
     assert "fail_reason" not in queued.user_attrs and queued.params == dead.params
 
+    # The same through an RDB storage's heartbeat table (its last beat set long ago).
+    db = tmp_path / "optuna.db"
+    storage = open_storage(f"sqlite:///{db}", heartbeat_interval=1, grace_period=2, on_stale=retry)
+    study = optuna.create_study(storage=storage, study_name="r", directions=["maximize"])
+    with pytest.warns(UserWarning, match="Heartbeat of storage"):  # as the sweeper, which beats
+        trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00.000000'")
+    describe = lambda t: {"mlflow_run_id": "abc"}  # noqa: E731
+    assert fail_stale(
+        study, heartbeat_interval=1, grace_period=2, on_stale=retry, describe=describe
+    ) == [0]
+    assert study.trials[0].user_attrs["mlflow_run_id"] == "abc"
+    assert study.trials[0].user_attrs["fail_reason"].startswith("no heartbeat for 2 s")
+
 
 def test_failed_missing_and_nan_objectives_are_failures():
     sweeper = TradeoffOptunaSweeperImpl(

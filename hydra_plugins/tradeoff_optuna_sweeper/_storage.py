@@ -274,10 +274,9 @@ def fail_stale(
     (through `on_stale`); return their numbers. Safe to run from several processes at once:
     only one of them wins the FAIL transition of a trial."""
     storage = study._storage
-    grace = grace_period or 2 * (heartbeat_interval or 0)
+    grace = grace_period or 2 * (heartbeat_interval or 0)  # as open_storage gave the storage
     if uses_rdb_heartbeat(storage):
         stale = storage._get_stale_trial_ids(study._study_id)
-        grace = storage.grace_period or 2 * storage.heartbeat_interval
     elif isinstance(storage, JournalStorage) and heartbeat_interval is not None:
         stale = _stale_journal_trials(study, grace)
     else:
