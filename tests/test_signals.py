@@ -182,9 +182,11 @@ def test_two_identical_grid_sweeps_at_once_train_each_config_once(tmp_path):
     assert {j["status"] for j in jobs} == {"FINISHED"}
     assert len({j["config_hash"] for j in jobs}) == 3
     logs = "".join(out for out, _ in outputs)
-    assert logs.count("skipping: this config is being trained by pid") + logs.count(
-        "skipping: this config already has FINISHED run"
-    ) == 3
+    assert (
+        logs.count("skipping: this config is being trained by pid")
+        + logs.count("skipping: this config already has FINISHED run")
+        == 3
+    )
     folders = sorted(p.name for p in (tmp_path / "multirun" / "adhoc").iterdir())
     assert len(folders) == 2 and {f.rsplit("_", 1)[1] for f in folders} == {
         str(first.pid),
@@ -192,16 +194,20 @@ def test_two_identical_grid_sweeps_at_once_train_each_config_once(tmp_path):
     }
 
 
-def test_joblib_workers_stop_when_the_sweep_process_dies(tmp_path):
-    args = [
-        "tradeoff-train",
-        "-m",
-        *LONG,
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "loss.tau=1,3,10,30",
-    ]
-    proc = _start(args, tmp_path)
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss.tau=1,3,10,30"]
+SUBMITIT = [
+    "hydra/launcher=submitit_local",
+    "hydra.launcher.timeout_min=5",
+    "hydra.launcher.cpus_per_task=1",
+    "loss.tau=1,3",
+]
+
+
+@pytest.mark.parametrize("launcher", [JOBLIB, SUBMITIT], ids=["joblib", "submitit_local"])
+def test_workers_stop_when_the_sweep_process_dies(tmp_path, launcher):
+    """joblib's workers are children of the sweep process, submitit's local jobs children of
+    a controller it started: both stop, their runs KILLED, and take no further job."""
+    proc = _start(["tradeoff-train", "-m", *LONG, *launcher], tmp_path)
     db = tmp_path / "mlflow.db"
     _wait_for(_training(db, count=2), proc)
     workers = {int(j["tradeoff.pid"]) for j in _jobs(db, "RUNNING")}
@@ -216,6 +222,25 @@ def test_joblib_workers_stop_when_the_sweep_process_dies(tmp_path):
     jobs = _jobs(db)
     assert len(jobs) == 2  # no worker took another job
     assert {j["status"] for j in jobs} == {"KILLED"}
+    assert {j["error"] for j in jobs} == {f"SweepDied: the sweep process {proc.pid} died"}
+
+
+def test_sigterm_to_a_joblib_sweep_closes_the_runs_of_the_workers_it_killed(tmp_path):
+    """joblib SIGKILLs its workers when the sweep process stops: the sweep process marks their
+    runs KILLED itself, and its parent run."""
+    proc = _start(["tradeoff-train", "-m", *LONG, *JOBLIB], tmp_path)
+    db = tmp_path / "mlflow.db"
+    _wait_for(_training(db, count=2), proc)
+    code, seconds, lines = _stop(proc, signal.SIGTERM)
+    assert code == 143 and seconds < 5
+    assert lines == [f"tradeoff-train: {STOPPED.format('SIGTERM')}"]
+    jobs = _jobs(db)
+    assert len(jobs) == 2 and {j["status"] for j in jobs} == {"KILLED"}
+    for job in jobs:
+        where = f"process {job['tradeoff.pid']} on {job['tradeoff.host']}"
+        assert job["error"] == f"{where} was stopped with its sweep (SIGTERM)"
+    (parent,) = [r for r in _runs(db) if r.get("tradeoff.role") == "sweep"]
+    assert parent["status"] == "KILLED"
 
 
 def _fails_in_one_line(args: list[str], cwd: Path) -> tuple[str, float]:
@@ -239,7 +264,7 @@ def test_bad_stores_are_refused_in_one_line_before_any_job(tmp_path):
     db.write_bytes(b"not a database " * 1000)
     line, _ = _fails_in_one_line(["tradeoff-train", "-m", *FAST, "loss.tau=1,3"], tmp_path)
     assert line == (
-        f"tradeoff-train: error: tracking.uri='sqlite:///mlflow.db': 'mlflow.db' is damaged "
+        "tradeoff-train: error: tracking.uri='sqlite:///mlflow.db': 'mlflow.db' is damaged "
         "(file is not a database); move 'mlflow.db' away (MLflow makes a new store) or point "
         "tracking.uri elsewhere"
     )

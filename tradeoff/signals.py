@@ -24,6 +24,7 @@ __all__ = [
     "Interrupted",
     "deferred",
     "exit_now",
+    "handles",
     "install",
     "received",
     "reset",
@@ -78,6 +79,11 @@ def _handler(signum: int, frame: Any) -> None:
         _pending = True
         return
     raise Interrupted(signum)
+
+
+def handles(sig: int) -> bool:
+    """Whether `sig` raises Interrupted in this process (`install` took it)."""
+    return signal.getsignal(sig) is _handler
 
 
 def install() -> bool:

@@ -322,8 +322,9 @@ def _train(
         if cfg.tracking.get("log_model", True):
             tracker.log_models(job.model, export_vanilla(job.model))
     except KeyboardInterrupt as exc:
-        tracker.end("KILLED", exc)
-        if watchdog.orphaned():  # a launcher's worker whose sweep died: take no further job
+        orphaned = watchdog.orphaned()
+        tracker.end("KILLED", orphaned or exc)
+        if orphaned:  # a launcher's worker whose sweep died: take no further job
             logging.shutdown()
             os._exit(128 + signal.SIGTERM)
         raise
