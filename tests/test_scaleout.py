@@ -124,14 +124,14 @@ _HAS_RAY = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not N
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=16"], 1),
         (["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=3"], 3),
         (["hydra/launcher=submitit_local"], 8),  # no cpus_per_task: the job's own cores
-        (["hydra/launcher=slurm"], 4),  # tradeoff/conf/hydra/launcher/slurm.yaml: cpus_per_task 4
+        (["hydra/launcher=slurm"], 4),  # conf/hydra/launcher/slurm.yaml: cpus_per_task 4
         pytest.param(
             ["hydra/launcher=ray"],
             1,
             marks=pytest.mark.skipif(not _HAS_RAY, reason="hydra-ray-launcher not installed"),
         ),
         pytest.param(
-            ["hydra/launcher=ray_cluster"],  # tradeoff/conf/hydra/launcher/ray_cluster.yaml: num_cpus 4
+            ["hydra/launcher=ray_cluster"],  # conf/hydra/launcher/ray_cluster.yaml: num_cpus 4
             4,
             marks=pytest.mark.skipif(not _HAS_RAY, reason="hydra-ray-launcher not installed"),
         ),
