@@ -493,7 +493,7 @@ def _key_values(ax: Axes, rows: list[tuple[str, str]], size: float = 10.5) -> No
     line = size * 1.45  # points
     offset = 0.0
     for key, value in rows:
-        text = _wrap(value, 125)
+        text = _wrap(value, 112)  # 125 ran past the page's edge on a line without spaces to spare
         for x, content, weight in ((0.0, key, "bold"), (0.2, text, "normal")):
             ax.annotate(
                 content,
