@@ -233,7 +233,9 @@ def open_experiment(client: MlflowClient, cfg: DictConfig) -> str:
 _OPENED: set[str] = set()  # sqlite stores this process has opened (created or migrated)
 
 
-def _client(uri: str) -> MlflowClient:
+def open_client(uri: str) -> MlflowClient:
+    """An MlflowClient for `uri`; a new sqlite store is created (or migrated) by one process at a
+    time."""
     mlflow.set_tracking_uri(uri)
     path = uri.removeprefix("sqlite:///").split("?")[0]
     if not uri.startswith("sqlite:///") or uri in _OPENED or path in ("", ":memory:"):
@@ -473,7 +475,7 @@ class SweepCallback(Callback):
             # The sweeper (e.g. the Optuna study sweeper) makes its own parent run, once it has
             # checked its own settings: a refused sweep leaves no new store behind.
             return
-        client = _client(uri)
+        client = open_client(uri)
         exp_id = open_experiment(client, config)
         sweep = config.get("sweep") or {}
         name = sweep.get("name") or ADHOC_EXPERIMENT
@@ -566,7 +568,7 @@ class RunTracker:
     ) -> None:
         self.cfg = cfg
         self.uri = resolve_tracking_uri(cfg.tracking.get("uri"))
-        self.client = _client(self.uri)
+        self.client = open_client(self.uri)
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})
         self.run_id: str | None = None
@@ -745,6 +747,7 @@ __all__ += [
     "close_parent_run",
     "ensure_experiment",
     "find_finished",
+    "open_client",
     "open_experiment",
     "open_parent_run",
     "parent_run_id",

@@ -20,7 +20,6 @@ from typing import Any
 
 import pandas as pd
 from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from tradeoff import tracking
@@ -44,7 +43,8 @@ class StudyRun:
     def __init__(self, config: DictConfig) -> None:
         self.uri = tracking.resolve_tracking_uri(config.tracking.get("uri"))
         tracking.check_tracking_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        # With the lock that keeps processes sharing a new sqlite store from migrating it at once.
+        self.client = tracking.open_client(self.uri)
         self.experiment = experiment_name(config)
         self.experiment_id = open_experiment(self.client, config)
         self.run_id: str | None = None

@@ -37,6 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_CREATE_ATTEMPTS = 4  # opening an RDB storage whose tables another process is creating
 HEARTBEAT_ATTR = "tradeoff:heartbeat"  # journal storages: last beat, seconds since the epoch
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 Describe = Callable[[FrozenTrial], dict[str, str]]  # a stale trial's attrs, e.g. its MLflow run
@@ -182,12 +183,21 @@ def open_storage(
             )
         # Several sweeper processes may share the file: wait for locks instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        return _quiet(RDBStorage, url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as exc:
-        raise SweeperConfigError(
-            f"hydra.sweeper.storage={redact(url)!r} cannot be opened: {_first_line(exc)}"
-        ) from None
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return _quiet(RDBStorage, url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as exc:
+            # Sweepers started together on a new database race to create its tables: the loser
+            # sees a duplicate key or an existing table, and finds them made when it tries again.
+            text = str(exc).lower()
+            racing = any(s in text for s in ("already exists", "duplicate key", "unique"))
+            if racing and attempt < _CREATE_ATTEMPTS - 1:
+                time.sleep(1.0 + attempt)
+                continue
+            raise SweeperConfigError(
+                f"hydra.sweeper.storage={redact(url)!r} cannot be opened: {_first_line(exc)}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _first_line(exc: BaseException) -> str:
