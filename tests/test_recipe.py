@@ -176,7 +176,7 @@ def test_a_run_reports_its_cost():
         ("schedule=onecycle schedule.pct_start=2", "schedule: pct_start must be in (0, 1)"),
         ("augment=crop_flip", "augment: crop_flip is for colour photos"),
         ("augment=shift augment.max_shift=3", "augment: shift: max_shift=3"),
-        ("optim=adamw optim.weight_decay=-1", "optim:"),
+        ("optim=adamw optim.weight_decay=-1", "optim.weight_decay=-1 is invalid: it must be a"),
     ],
 )
 def test_bad_recipe_values_are_refused_before_training(override, message):
