@@ -352,3 +352,31 @@ def test_a_damaged_store_is_refused_before_data_or_model(tmp_path, monkeypatch):
         f"tracking.uri='sqlite:///{db}': '{db}' is damaged (file is not a database); "
         f"move '{db}' away (MLflow makes a new store) or point tracking.uri elsewhere"
     )
+
+
+def test_a_later_start_closes_the_parent_run_of_a_dead_sweep(tmp_path):
+    """Parent runs (grid and study) carry host and pid like jobs, so the clean-up at the next
+    start closes one whose process died; a live process's parent is left alone."""
+    import socket
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from tradeoff.tracking import open_parent_run, reap_dead_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("e")
+    study, _ = open_parent_run(client, exp, {"optuna.study_name": "s"}, run_name="study s", tags={})
+    tags = client.get_run(study).data.tags
+    assert tags["tradeoff.host"] == socket.gethostname()
+    assert tags["tradeoff.pid"] == str(os.getpid())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client.set_tag(study, "tradeoff.pid", str(dead.pid))  # as if another process opened it
+    live, _ = open_parent_run(client, exp, {"sweep": "g"}, run_name="sweep g", tags={})
+    assert reap_dead_runs(client, exp) == [study]
+    assert client.get_run(study).info.status == "FAILED"
+    assert client.get_run(study).data.tags["error"] == (
+        f"process {dead.pid} on {socket.gethostname()} died while the run was RUNNING"
+    )
+    assert client.get_run(live).info.status == "RUNNING"
