@@ -169,15 +169,22 @@ def test_config_errors_name_the_value_and_the_fix(tmp_path):
     assert redact("postgresql://me:secret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
 
 
-@pytest.mark.slow  # waits out a grace period (~6 s)
-def test_journal_heartbeat_fails_and_requeues_a_dead_trial_once(tmp_path):
-    retry = RetryStale(max_retry=1)
+def _journal_study(tmp_path: Path, retry: RetryStale):
+    """(storage, study, its first trial, RUNNING) in a journal file, heartbeats every 1 s,
+    stale after 2 s."""
     storage = open_storage(
         f"journal:{tmp_path / 'study.log'}", heartbeat_interval=1, grace_period=2, on_stale=retry
     )
     study = optuna.create_study(storage=storage, study_name="j", directions=["maximize"])
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
+    return storage, study, trial
+
+
+@pytest.mark.slow  # waits out a grace period (~6 s)
+def test_journal_heartbeat_fails_and_requeues_a_dead_trial_once(tmp_path):
+    retry = RetryStale(max_retry=1)
+    storage, study, trial = _journal_study(tmp_path, retry)
     with Heartbeat(storage, 1) as heartbeat:
         heartbeat.add([trial._trial_id])  # beats at once, then every second
         time.sleep(2.5)
@@ -259,12 +266,7 @@ def test_a_stale_trial_records_why_and_which_run(tmp_path):
     from hydra_plugins.tradeoff_optuna_sweeper._storage import HEARTBEAT_ATTR
 
     retry = RetryStale(max_retry=1)
-    storage = open_storage(
-        f"journal:{tmp_path / 'study.log'}", heartbeat_interval=1, grace_period=2, on_stale=retry
-    )
-    study = optuna.create_study(storage=storage, study_name="j", directions=["maximize"])
-    trial = study.ask()
-    trial.suggest_float("x", 0, 1)
+    storage, study, trial = _journal_study(tmp_path, retry)
     storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - 60)
     failed = fail_stale(
         study,

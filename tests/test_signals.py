@@ -44,6 +44,12 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
 def _runs(db: Path) -> list[dict[str, str]]:
     """Every run in MLflow's sqlite file: status, name and tags, read without MLflow."""
     rows = query(db, "SELECT run_uuid, name, status, lifecycle_stage FROM runs")
@@ -156,14 +162,7 @@ def test_sigterm_ends_an_optuna_study_and_its_trial_is_requeued(tmp_path):
     assert queued.state == optuna.trial.TrialState.WAITING and queued.params == failed.params
 
     # The same command trains the re-queued trial, in the same parent run.
-    again = subprocess.run(
-        ["tradeoff-train", "-m", *FAST, "train.epochs=1", *study],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = _run(["tradeoff-train", "-m", *FAST, "train.epochs=1", *study], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
@@ -245,7 +244,7 @@ def test_sigterm_to_a_joblib_sweep_closes_the_runs_of_the_workers_it_killed(tmp_
 
 def _fails_in_one_line(args: list[str], cwd: Path) -> tuple[str, float]:
     start = time.monotonic()
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = _run(args, cwd, timeout=300)
     seconds = time.monotonic() - start
     assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -280,43 +279,19 @@ def test_a_bad_optuna_objective_or_space_leaves_no_trace(tmp_path):
         "hydra.sweeper.n_trials=1",
         "hydra.sweeper.seed=0",
     ]
-    typo = subprocess.run(
-        [
-            "tradeoff-train",
-            "-m",
-            *FAST,
-            *study,
-            "loss.tau=tag(log,interval(0.1,100))",
-            "hydra.sweeper.objectives=[val/acc:maximize]",
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    objective = "hydra.sweeper.objectives=[val/acc:maximize]"
+    typo = _run(
+        ["tradeoff-train", "-m", *FAST, *study, "loss.tau=interval(1,9)", objective], tmp_path
     )
     assert typo.returncode != 0
     assert "the jobs do not log 'val/acc'; did you mean val/accuracy" in typo.stderr
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
     space = "loss=choice(tau_cce,hkr)"
-    done = subprocess.run(
-        ["tradeoff-train", "-m", *FAST, "train.epochs=1", *study, space],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run(["tradeoff-train", "-m", *FAST, "train.epochs=1", *study, space], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    changed = subprocess.run(
-        ["tradeoff-train", "-m", *FAST, "train.epochs=1", *study, "loss=choice(tau_cce,kr)"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    other = "loss=choice(tau_cce,kr)"
+    changed = _run(["tradeoff-train", "-m", *FAST, "train.epochs=1", *study, other], tmp_path)
     assert changed.returncode != 0
     assert "loss is choice(tau_cce, kr), but Optuna study 's'" in changed.stderr
     trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
