@@ -61,6 +61,9 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path, monkeypatch):
         ("optim.weight_decay=-1", "optim.weight_decay=-1 is invalid"),
         ("schedule=onecycle schedule.pct_start=x", "schedule.pct_start='x' is invalid"),
         ("eval.batch_size=x", "eval.batch_size='x' is invalid"),
+        ("model=lipconvnet model.width=wide", "model.width='wide' is invalid: it must be an"),
+        ("model=lipconvnet model.width=3.5", "model.width=3.5 is invalid: it must be an integer"),
+        ("model=seed_mlp model.hidden=[64,x]", "model.hidden=[64, 'x'] is invalid: it must be"),
         ("data.val_size=2.5", "val_size"),
     ],
 )

@@ -27,6 +27,7 @@ from . import (
     resolvers,  # noqa: F401  (registers ${first_set:...} used in tradeoff/conf/)
     signals,
     watchdog,
+    zoo,
 )
 from .allocator import tune_allocator
 from .certificates import summarize
@@ -127,6 +128,7 @@ def _check_numbers(cfg: DictConfig) -> None:
             values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
             if not all(_number(v) for v in values):
                 raise ConfigError(f"{group}.{key}={value!r} is invalid: it must be a number")
+    _check_model_numbers(cfg.get("model") or {})
     optim = cfg.get("optim") or {}
     ranges = [
         ("lr", _positive, "a finite number > 0"),
@@ -139,6 +141,36 @@ def _check_numbers(cfg: DictConfig) -> None:
     size = (cfg.get("eval") or {}).get("batch_size", 1)
     if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
         raise ConfigError(f"eval.batch_size={size!r} is invalid: it must be an integer >= 1")
+
+
+def _check_model_numbers(model: Any) -> None:
+    """A model option whose default is a number (or numbers) must be one: `model.width=wide`
+    is refused by name, not by the builder's arithmetic."""
+    try:
+        defaults = zoo.options(str(model.get("name")))
+    except ValueError:
+        return  # an unknown model: the zoo names the valid ones when it is built
+    for key, value in model.items():
+        wanted = _numeric_kind(defaults.get(key), value)
+        if wanted is not None:
+            raise ConfigError(f"model.{key}={value!r} is invalid: it must be {wanted}")
+
+
+def _numeric_kind(default: Any, value: Any) -> str | None:
+    """What `value` must be ("an integer", "numbers", ...) when it does not match the numeric
+    `default`; None when it does, or when the default is not numeric."""
+    listed = isinstance(default, (list, tuple)) and len(default) > 0
+    examples = list(default) if listed else [default]
+    if not all(_number(d) for d in examples):
+        return None
+    integer = all(isinstance(d, int) for d in examples)
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    fits = all(_number(v) and (isinstance(v, int) or not integer) for v in values)
+    if fits and (listed or len(values) == 1):
+        return None
+    if listed:
+        return "integers" if integer else "numbers"
+    return "an integer" if integer else "a number"
 
 
 def _non_negative(value: Any) -> bool:
