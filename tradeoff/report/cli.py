@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point (`tradeoff-report`): exit 0 on success, 1 with a message if the
     runs cannot make a report, 2 for a bad command line."""
     args = _parser().parse_args(argv)
-    signals.install()  # a stopped report removes its temporary files on the way out
+    if argv is None:  # the console command: a stopped report removes its temporary files
+        signals.install()
     with _held_messages() as held:
         try:
             pdf = build_report(
