@@ -83,6 +83,7 @@ def test_installed_wheel_sweeps_and_reports_from_an_empty_folder(wheel, tmp_path
     assert {p.name for p in work.iterdir()} <= {
         "mlflow.db",
         "mlflow.db.lock",
+        "mlflow.db.claims",
         "mlruns",
         "multirun",
         "outputs",
