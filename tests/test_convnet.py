@@ -64,7 +64,7 @@ def test_bad_options_are_refused_naming_the_choices():
     with pytest.raises(ValueError, match="size must be one of xs, s, m, l"):
         zoo.create("convnet", size="xl")
     with pytest.raises(ValueError, match="layer must be one of spectral, aol, plain, sll"):
-        zoo.create("convnet", layer="cayley")
+        zoo.create("convnet", layer="orthogonal")
     with pytest.raises(ValueError, match="depth must be >= 1"):
         zoo.create("convnet", depth=0)
 

@@ -2,7 +2,9 @@
 
 The result holds only `torch.nn` layers (`Conv2d`, `Linear`, `ZeroPad2d`, activations) and the
 parameter-free layers of `tradeoff.nn`; it has no parametrizations, so it runs at the speed of
-an unconstrained network and loads anywhere `tradeoff` is importable.
+an unconstrained network and loads anywhere `tradeoff` is importable. A layer family's module
+gives its own plain form through a `vanilla_export(input_shape)` method (as in deel-torchlip);
+a parametrized `nn.Conv2d`/`nn.Linear` is copied with its constrained weight.
 """
 
 from __future__ import annotations
@@ -13,26 +15,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .bounds import eval_mode, lipschitz_bound, record_input_shapes
-from .nn.conv import LipschitzConv2d
-from .nn.residual import SLLConv2d, SLLLinear
+from .bounds import eval_mode, record_input_shapes
+from .nn.residual import Residual
 
 __all__ = ["Residual", "export_vanilla"]
-
-
-class Residual(nn.Module):
-    """x + branch(x): the exported form of an SLL layer."""
-
-    def __init__(self, branch: nn.Module) -> None:
-        super().__init__()
-        self.branch = branch
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.branch(x)
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
-        """1 + Lip(branch): sound for any branch, looser than the SLL theorem's 1."""
-        return 1.0 + lipschitz_bound(self.branch, input_shape)
 
 
 def _plain_linear(layer: nn.Linear) -> nn.Linear:
@@ -46,10 +32,11 @@ def _plain_linear(layer: nn.Linear) -> nn.Linear:
 def _plain_conv(layer: nn.Conv2d, input_size: tuple[int, int] | None) -> nn.Module:
     padding: object = layer.padding
     pad_layer = None
-    if isinstance(layer, LipschitzConv2d):
+    pad_amounts = getattr(layer, "pad_amounts", None)  # tradeoff's convolutions pad themselves
+    if pad_amounts is not None:
         if input_size is None:
             raise ValueError(f"{type(layer).__name__} was never run, so its padding is unknown")
-        left, right, top, bottom = layer.pad_amounts(input_size)
+        left, right, top, bottom = pad_amounts(input_size)
         if left == right and top == bottom:
             padding = (top, left)
         else:
@@ -71,46 +58,29 @@ def _plain_conv(layer: nn.Conv2d, input_size: tuple[int, int] | None) -> nn.Modu
     return conv if pad_layer is None else nn.Sequential(pad_layer, conv)
 
 
-def _plain_sll(layer: SLLConv2d | SLLLinear) -> Residual:
-    t = layer.scaling().detach()
-    w = layer.weight.detach()
-    if isinstance(layer, SLLLinear):
-        down = nn.Linear(layer.features, layer.inner_features)
-        up = nn.Linear(layer.inner_features, layer.features, bias=False)
-        down.weight.data.copy_(w)
-        up.weight.data.copy_(-2 * (w * t[:, None]).t())
-    else:
-        p = layer.kernel_size // 2
-        down = nn.Conv2d(layer.channels, layer.inner_channels, layer.kernel_size, padding=p)
-        up = nn.ConvTranspose2d(
-            layer.inner_channels, layer.channels, layer.kernel_size, padding=p, bias=False
-        )
-        down.weight.data.copy_(w)
-        up.weight.data.copy_(-2 * w * t.view(-1, 1, 1, 1))
-    down.bias.data.copy_(layer.bias.detach())
-    return Residual(nn.Sequential(down, nn.ReLU(), up))
-
-
 def export_vanilla(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A copy of `model` (eval mode) with constrained layers replaced by plain ones."""
     shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     with eval_mode(model), torch.no_grad():
         shapes = record_input_shapes(model, tuple(shape)) if shape is not None else {}
-        sizes = {k: v[0][-2:] for k, v in shapes.items() if v and len(v[0]) >= 2}
-        exported = _convert(model, sizes)
+        exported = _convert(model, {k: v[0] for k, v in shapes.items() if v})
     exported.eval()
     return exported
 
 
-def _convert(module: nn.Module, sizes: dict[int, tuple[int, ...]]) -> nn.Module:
-    if isinstance(module, (SLLConv2d, SLLLinear)):
-        return _plain_sll(module)
+def _convert(module: nn.Module, shapes: dict[int, tuple[int, ...]]) -> nn.Module:
+    """The plain form of `module`: its own `vanilla_export(input_shape)` where it has one (a
+    layer family's module), else torch's layer with its (constrained) weight copied."""
+    own = getattr(module, "vanilla_export", None)
+    if callable(own):
+        return own(shapes.get(id(module)))
     if isinstance(module, nn.Conv2d):
-        return _plain_conv(module, sizes.get(id(module)))
+        shape = shapes.get(id(module))
+        return _plain_conv(module, tuple(shape[-2:]) if shape is not None else None)
     if isinstance(module, nn.Linear):
         return _plain_linear(module)
     if isinstance(module, nn.Sequential):
-        plain = nn.Sequential(*(_convert(child, sizes) for child in module))
+        plain = nn.Sequential(*(_convert(child, shapes) for child in module))
         for attr in ("input_shape", "num_classes"):
             if hasattr(module, attr):
                 setattr(plain, attr, getattr(module, attr))

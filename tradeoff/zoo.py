@@ -4,9 +4,12 @@
 `available()` lists the names. Every model is a `LipNet` (an `nn.Sequential` that remembers
 its input shape), so `tradeoff.certificates` can bound it layer by layer.
 
-Options shared by the builders: `layer` (the family: spectral | aol | plain), `activation`,
-and `aol_side`, which Gram matrix rescales AOL dense layers (auto | input | output, see
-`tradeoff.nn.AOLLinear`; auto takes the smaller one).
+Options shared by the builders: `layer` (a layer family of `tradeoff.nn.families`: spectral,
+aol, plain, sll, cpl, sandwich, cayley, ...), `activation`, `aol_side`, which Gram matrix
+rescales AOL dense layers (auto | input | output, see `tradeoff.nn.AOLLinear`; auto takes the
+smaller one), and the other families' own options (`families.defaults()`): a family refuses
+an option of another family set to a non-default value. Families whose layers
+carry their own activation (sll, cpl, sandwich) take no `activation` after those layers.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from . import nn as lnn
+from .nn import families
 
 __all__ = [
     "ACTIVATIONS",
     "CONVNET_WIDTHS",
-    "LAYERS",
     "POOLINGS",
     "LipNet",
     "available",
@@ -30,7 +33,6 @@ __all__ = [
     "register",
 ]
 
-LAYERS = ("spectral", "aol", "plain")
 ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "groupsort2": lambda c: lnn.GroupSort2(),
     "groupsort4": lambda c: lnn.GroupSort(4),
@@ -102,13 +104,17 @@ def available() -> list[str]:
 
 
 def options(name: str) -> dict[str, object]:
-    """The keyword options of model `name` with their defaults."""
-    sig = inspect.signature(_builder(name))
-    return {
+    """The keyword options of model `name` with their defaults: its builder's, and the layer
+    families' options (`aol_side`, ...) for a builder that passes them on (`**family_options`)."""
+    params = inspect.signature(_builder(name)).parameters.values()
+    opts = {
         p.name: p.default
-        for p in sig.parameters.values()
-        if p.name not in ("input_shape", "num_classes")
+        for p in params
+        if p.name not in ("input_shape", "num_classes") and p.kind is not p.VAR_KEYWORD
     }
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        opts.update(families.defaults())
+    return opts
 
 
 def _builder(name: str) -> Callable[..., LipNet]:
@@ -156,16 +162,9 @@ def _activation(name: str, channels: int) -> nn.Module:
     return ACTIVATIONS[name](channels)
 
 
-def _linear(
-    layer: str, fan_in: int, fan_out: int, bias: bool = True, aol_side: str = "auto"
-) -> nn.Module:
-    _check_choice("layer", layer, LAYERS)
-    _check_choice("aol_side", aol_side, lnn.AOLLinear.SIDES)
-    if layer == "spectral":
-        return lnn.SpectralLinear(fan_in, fan_out, bias=bias)
-    if layer == "aol":
-        return lnn.AOLLinear(fan_in, fan_out, bias=bias, side=aol_side)
-    return nn.Linear(fan_in, fan_out, bias=bias)
+def _splice(module: nn.Module) -> list[nn.Module]:
+    """A builder's layer as a list: a plain `nn.Sequential` is spliced in layer by layer."""
+    return list(module) if type(module) is nn.Sequential else [module]
 
 
 def _conv(
@@ -175,19 +174,56 @@ def _conv(
     size: tuple[int, int],
     kernel_size: int = 3,
     stride: int = 1,
-) -> nn.Module:
-    _check_choice("layer", layer, LAYERS)
-    if layer == "spectral":
-        return lnn.SpectralConv2d(c_in, c_out, kernel_size, stride, "same", input_size=size)
-    if layer == "aol":
-        return lnn.AOLConv2d(c_in, c_out, kernel_size, stride, "same")
-    if stride == 1:
-        return nn.Conv2d(c_in, c_out, kernel_size, padding="same")
-    return nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2)
+    **opts: object,
+) -> list[nn.Module]:
+    """A linear convolution of family `layer` (or its frame), `same` output size."""
+    return _splice(families.conv(layer, c_in, c_out, kernel_size, stride, size, **opts))
+
+
+def _conv_act(
+    layer: str,
+    activation: str,
+    c_in: int,
+    c_out: int,
+    size: tuple[int, int],
+    kernel_size: int = 3,
+    **opts: object,
+) -> list[nn.Module]:
+    """A convolution and its activation: the family's block where it has one for these
+    widths (it carries its own activation), else a convolution then `activation`."""
+    own = families.block(layer, c_in, c_out, kernel_size, size, **opts)
+    if own is not None:
+        return _splice(own)
+    return [*_conv(layer, c_in, c_out, size, kernel_size, **opts), _activation(activation, c_out)]
+
+
+def _dense_act(
+    layer: str, activation: str, fan_in: int, fan_out: int, **opts: object
+) -> list[nn.Module]:
+    """A dense layer and its activation, as `_conv_act`."""
+    own = families.dense_block(layer, fan_in, fan_out, **opts)
+    if own is not None:
+        return _splice(own)
+    return [families.linear(layer, fan_in, fan_out, **opts), _activation(activation, fan_out)]
+
+
+def _require_resizing(model: str, layer: str) -> None:
+    if not families.resizes(layer):
+        fit = [name for name in families.names() if families.resizes(name)]
+        raise ValueError(
+            f"layer={layer!r} does not fit {model}: its layers keep their width, and {model} "
+            f"changes the width at every layer; use it in convnet, lipconvnet or sll_net, or "
+            f"one of {', '.join(fit)} here"
+        )
 
 
 def _downsample(
-    pooling: str, layer: str, activation: str, channels: int, size: tuple[int, int]
+    pooling: str,
+    layer: str,
+    activation: str,
+    channels: int,
+    size: tuple[int, int],
+    **opts: object,
 ) -> tuple[list[nn.Module], int, tuple[int, int]]:
     """Layers that halve the resolution, with the channel count and size they produce."""
     _check_choice("pooling", pooling, POOLINGS)
@@ -208,35 +244,29 @@ def _downsample(
             )
         return [lnn.InvertibleDownsampling(2)], channels * 4, half
     strided = ((size[0] + 1) // 2, (size[1] + 1) // 2)
-    conv = _conv(layer, channels, channels, size, 3, stride=2)
-    return [conv, _activation(activation, channels)], channels, strided
+    conv = _conv(layer, channels, channels, size, 3, stride=2, **opts)
+    return [*conv, _activation(activation, channels)], channels, strided
 
 
 def _head(
-    layer: str, fan_in: int, hidden: int, num_classes: int, activation: str, aol_side: str
+    layer: str, fan_in: int, hidden: int, num_classes: int, activation: str, **opts: object
 ) -> list[nn.Module]:
     """Flatten, an optional dense layer of `hidden` units, and a linear head without bias."""
     layers: list[nn.Module] = [nn.Flatten()]
     if hidden:
-        layers += [
-            _linear(layer, fan_in, hidden, aol_side=aol_side),
-            _activation(activation, hidden),
-        ]
+        layers += _dense_act(layer, activation, fan_in, hidden, **opts)
         fan_in = hidden
-    layers.append(_linear(layer, fan_in, num_classes, bias=False, aol_side=aol_side))
+    layers.append(families.linear(layer, fan_in, num_classes, bias=False, **opts))
     return layers
 
 
 def _halving(
-    layer: str, c_in: int, c_out: int, size: tuple[int, int]
+    layer: str, c_in: int, c_out: int, size: tuple[int, int], **opts: object
 ) -> tuple[list[nn.Module], tuple[int, int]]:
     """A 2×2 stride-2 convolution from c_in to c_out channels, zero-padding an odd side by one
     (bottom/right), with the size it produces."""
     half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
-    if layer != "plain":
-        return [_conv(layer, c_in, c_out, size, kernel_size=2, stride=2)], half
-    pad = [nn.ZeroPad2d((0, size[1] % 2, 0, size[0] % 2))] if size[0] % 2 or size[1] % 2 else []
-    return [*pad, nn.Conv2d(c_in, c_out, 2, stride=2)], half
+    return _conv(layer, c_in, c_out, size, kernel_size=2, stride=2, **opts), half
 
 
 def _halvings(size: tuple[int, int]) -> int:
@@ -256,30 +286,31 @@ def seed_conv(
     input_shape: tuple[int, int, int],
     num_classes: int,
     layer: str = "spectral",
-    aol_side: str = "auto",
     activation: str = "groupsort2",
     pooling: str = "l2norm",
     filters: Sequence[int] = (16, 32),
     hidden: int = 64,
+    **family_options: object,
 ) -> LipNet:
     """The convolutional model of deel-lip's "Getting started 2".
 
     conv 16 → GroupSort2 → L2-norm pool 2 → conv 32 → GroupSort2 → L2-norm pool 2 → Flatten →
     dense 64 → GroupSort2 → dense K without bias; 3×3 `same` convolutions, orthogonal init.
     """
+    opts = families.validate(layer, family_options)
+    _require_resizing("seed_conv", layer)
     c, h, w = input_shape
     size = (h, w)
     layers: list[nn.Module] = []
     for f in _ints(filters):
-        layers += [_conv(layer, c, f, size), _activation(activation, f)]
-        pool, c, size = _downsample(pooling, layer, activation, f, size)
+        layers += _conv_act(layer, activation, c, f, size, **opts)
+        pool, c, size = _downsample(pooling, layer, activation, f, size, **opts)
         layers += pool
     flat = c * size[0] * size[1]
     layers += [
         nn.Flatten(),
-        _linear(layer, flat, hidden, aol_side=aol_side),
-        _activation(activation, hidden),
-        _linear(layer, hidden, num_classes, bias=False, aol_side=aol_side),
+        *_dense_act(layer, activation, flat, hidden, **opts),
+        families.linear(layer, hidden, num_classes, bias=False, **opts),
     ]
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
@@ -289,17 +320,19 @@ def seed_mlp(
     input_shape: tuple[int, int, int],
     num_classes: int,
     layer: str = "spectral",
-    aol_side: str = "auto",
     activation: str = "groupsort2",
     hidden: Sequence[int] = (64, 32),
+    **family_options: object,
 ) -> LipNet:
     """The MLP of deel-lip's "Getting started 1": Flatten → 64 → 32 → K with GroupSort2."""
+    opts = families.validate(layer, family_options)
+    _require_resizing("seed_mlp", layer)
     fan_in = input_shape[0] * input_shape[1] * input_shape[2]
     layers: list[nn.Module] = [nn.Flatten()]
     for width in _ints(hidden):
-        layers += [_linear(layer, fan_in, width, aol_side=aol_side), _activation(activation, width)]
+        layers += _dense_act(layer, activation, fan_in, width, **opts)
         fan_in = width
-    layers.append(_linear(layer, fan_in, num_classes, aol_side=aol_side))
+    layers.append(families.linear(layer, fan_in, num_classes, **opts))
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
 
@@ -311,11 +344,11 @@ def lipconvnet(
     depth: int = 2,
     stages: int = 3,
     layer: str = "spectral",
-    aol_side: str = "auto",
     activation: str = "groupsort2",
     pooling: str = "stride",
     kernel_size: int = 3,
     hidden: int = 0,
+    **family_options: object,
 ) -> LipNet:
     """A plain 1-Lipschitz ConvNet in the LipConvnet family (Singla & Feizi).
 
@@ -328,21 +361,19 @@ def lipconvnet(
         raise ValueError(
             f"width and depth must be >= 1 and stages >= 0 (got {width}, {depth}, {stages})"
         )
+    opts = families.validate(layer, family_options)
     c, h, w = input_shape
     size = (h, w)
     layers: list[nn.Module] = []
     for stage in range(stages + 1):
         channels = width * 2**stage
         for _ in range(depth):
-            layers += [
-                _conv(layer, c, channels, size, kernel_size),
-                _activation(activation, channels),
-            ]
+            layers += _conv_act(layer, activation, c, channels, size, kernel_size, **opts)
             c = channels
         if stage < stages:
-            pool, c, size = _downsample(pooling, layer, activation, c, size)
+            pool, c, size = _downsample(pooling, layer, activation, c, size, **opts)
             layers += pool
-    layers += _head(layer, c * size[0] * size[1], hidden, num_classes, activation, aol_side)
+    layers += _head(layer, c * size[0] * size[1], hidden, num_classes, activation, **opts)
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
 
@@ -355,7 +386,7 @@ def sll_net(
     stages: int = 2,
     inner_factor: int = 1,
     layer: str = "aol",
-    aol_side: str = "auto",
+    **family_options: object,
 ) -> LipNet:
     """A residual network of SDP-based Lipschitz layers (SLL, Araujo et al., 2023).
 
@@ -369,9 +400,10 @@ def sll_net(
             "width, depth and inner_factor must be >= 1 and stages >= 0 "
             f"(got {width}, {depth}, {inner_factor}, {stages})"
         )
+    opts = families.validate(layer, family_options)
     c, h, w = input_shape
     size = (h, w)
-    layers: list[nn.Module] = [_conv(layer, c, width, size)]
+    layers: list[nn.Module] = _conv(layer, c, width, size, **opts)
     c = width
     for stage in range(stages + 1):
         layers += [lnn.SLLConv2d(c, c * inner_factor) for _ in range(depth)]
@@ -382,11 +414,11 @@ def sll_net(
                     f"map must have even sizes (got {size}); use fewer stages or pad the input"
                 )
             size = (size[0] // 2, size[1] // 2)
-            layers += [lnn.InvertibleDownsampling(2), _conv(layer, c * 4, c * 2, size, 1)]
+            layers += [lnn.InvertibleDownsampling(2), *_conv(layer, c * 4, c * 2, size, 1, **opts)]
             c *= 2
     layers += [
         nn.Flatten(),
-        _linear(layer, c * size[0] * size[1], num_classes, bias=False, aol_side=aol_side),
+        families.linear(layer, c * size[0] * size[1], num_classes, bias=False, **opts),
     ]
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)
 
@@ -397,12 +429,12 @@ def convnet(
     num_classes: int,
     size: str = "xs",
     layer: str = "aol",
-    aol_side: str = "auto",
     activation: str = "maxmin",
     depth: int = 5,
     blocks: int | None = None,
     width: int | None = None,
     hidden: int = 0,
+    **family_options: object,
 ) -> LipNet:
     """The ConvNet of "1-Lipschitz Layers Compared" (Prach, Brau, Buttazzo, Lampert, CVPR 2024)
     in its sizes `xs`, `s`, `m`, `l`: base widths 16, 32, 64, 128.
@@ -414,13 +446,14 @@ def convnet(
     bring the feature map to 1×1 (5 for 32×32 and 28×28 inputs, 3 for 8×8). A linear head
     without bias, after an optional dense layer of `hidden` units, gives the logits.
 
-    `layer` is the family of every convolution and dense layer (spectral, aol, plain); with
-    `sll` each block's 3×3 convolutions are SLL residual layers (they carry their own ReLU, so
-    no activation follows them) and the stem, the downsamplings and the head are AOL layers,
-    as in `sll_net`. `width` overrides the size's base width.
+    `layer` is the family of every convolution and dense layer (`tradeoff.nn.families`); for a
+    family whose layers carry their own activation (sll, cpl, sandwich) each block's 3×3
+    convolutions are its layers, with no activation after them, and the stem, the
+    downsamplings and the head are its frame's layers (AOL for sll and cpl, as in `sll_net`;
+    Cayley for sandwich). `width` overrides the size's base width.
     """
     _check_choice("size", size, tuple(CONVNET_WIDTHS))
-    _check_choice("layer", layer, (*LAYERS, "sll"))
+    opts = families.validate(layer, family_options)
     c, h, w = input_shape
     most = _halvings((h, w))
     blocks = most if blocks is None else blocks
@@ -434,18 +467,14 @@ def convnet(
         raise ValueError(
             f"blocks={blocks} would halve a {h}×{w} input below 1×1; at most {most} blocks"
         )
-    frame = "aol" if layer == "sll" else layer
     fmap = (h, w)
-    layers: list[nn.Module] = [_conv(frame, c, width, fmap, kernel_size=1)]
+    layers: list[nn.Module] = _conv(layer, c, width, fmap, kernel_size=1, **opts)
     c = width
     for _ in range(blocks):
         for _ in range(depth):
-            if layer == "sll":
-                layers.append(lnn.SLLConv2d(c))
-            else:
-                layers += [_conv(layer, c, c, fmap), _activation(activation, c)]
-        down, fmap = _halving(frame, c, 2 * c, fmap)
+            layers += _conv_act(layer, activation, c, c, fmap, **opts)
+        down, fmap = _halving(layer, c, 2 * c, fmap, **opts)
         layers += down
         c *= 2
-    layers += _head(frame, c * fmap[0] * fmap[1], hidden, num_classes, activation, aol_side)
+    layers += _head(layer, c * fmap[0] * fmap[1], hidden, num_classes, activation, **opts)
     return LipNet(*layers, input_shape=input_shape, num_classes=num_classes)

@@ -17,7 +17,8 @@ from .pooling import (
     ScaledGlobalAvgPool2d,
     ScaledL2NormPool2d,
 )
-from .residual import SLLConv2d, SLLLinear
+from . import families
+from .residual import Residual, SLLConv2d, SLLLinear
 
 __all__ = [
     "AOLConv2d",

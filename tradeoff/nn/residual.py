@@ -16,7 +16,46 @@ from torch import nn
 
 from .tracing import full_precision
 
-__all__ = ["SLLConv2d", "SLLLinear"]
+__all__ = ["Residual", "SLLConv2d", "SLLLinear"]
+
+
+class Residual(nn.Module):
+    """x + branch(x): the exported form of a residual layer (SLL, CPL)."""
+
+    def __init__(self, branch: nn.Module) -> None:
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
+        """1 + Lip(branch): sound for any branch, looser than the SLL theorem's 1."""
+        from ..bounds import lipschitz_bound  # the bounds walk imports this module
+
+        return 1.0 + lipschitz_bound(self.branch, input_shape)
+
+
+def residual_export(
+    weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, padding: int | None
+) -> Residual:
+    """The plain form of a residual layer x − Wᵀ(scale ⊙ relu(Wx + b)): x + up(relu(down(x)))
+    with `nn.Linear` layers (`padding` None) or an `nn.Conv2d` and its `nn.ConvTranspose2d`."""
+    inner, features = weight.shape[:2]
+    if padding is None:
+        down = nn.Linear(features, inner)
+        up = nn.Linear(inner, features, bias=False)
+        folded = -(weight * scale.view(-1, 1)).t()
+    else:
+        k = weight.shape[-1]
+        down = nn.Conv2d(features, inner, k, padding=padding)
+        up = nn.ConvTranspose2d(inner, features, k, padding=padding, bias=False)
+        folded = -weight * scale.view(-1, 1, 1, 1)
+    with torch.no_grad():
+        down.weight.copy_(weight)
+        down.bias.copy_(bias)
+        up.weight.copy_(folded)
+    return Residual(nn.Sequential(down, nn.ReLU(), up))
 
 
 def _safe_inv(t: torch.Tensor) -> torch.Tensor:
@@ -83,6 +122,11 @@ class SLLLinear(_SLL):
     def extra_repr(self) -> str:
         return f"features={self.features}, inner_features={self.inner_features}"
 
+    def vanilla_export(self, input_shape: tuple[int, ...] | None = None) -> Residual:
+        """The same map as plain `nn.Linear` layers around a ReLU, plus the identity."""
+        with torch.no_grad():
+            return residual_export(self.weight, self.bias, 2 * self.scaling(), None)
+
 
 class SLLConv2d(_SLL):
     """Convolutional SLL layer on `channels` with `inner_channels` hidden channels, `same` size."""
@@ -117,3 +161,10 @@ class SLLConv2d(_SLL):
             f"channels={self.channels}, inner_channels={self.inner_channels}, "
             f"kernel_size={self.kernel_size}"
         )
+
+    def vanilla_export(self, input_shape: tuple[int, ...] | None = None) -> Residual:
+        """The same map as a plain `nn.Conv2d`, a ReLU and an `nn.ConvTranspose2d`, plus x."""
+        with torch.no_grad():
+            return residual_export(
+                self.weight, self.bias, 2 * self.scaling(), self.kernel_size // 2
+            )
