@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from tradeoff import losses
 from tradeoff.losses import (
@@ -337,3 +340,44 @@ def test_extra_repr_shows_hparams() -> None:
         OffsetCrossEntropy()
     )
     assert repr(MulticlassKR()) == "MulticlassKR()"
+
+
+# One description per family -------------------------------------------------------------------
+
+CONF_LOSS = Path(losses.__file__).parent / "conf" / "loss"
+
+
+def test_each_family_has_one_config_with_its_hyperparameters() -> None:
+    assert list(losses.FAMILIES) == list(LOSSES)
+    assert {p.stem for p in CONF_LOSS.glob("*.yaml")} == set(losses.FAMILIES)
+    for name, described in losses.FAMILIES.items():
+        conf = OmegaConf.to_container(OmegaConf.load(CONF_LOSS / f"{name}.yaml"))
+        assert conf.pop("family") == name and conf.pop("_target_") == "tradeoff.losses.create"
+        assert sorted(conf) == sorted(h.key for h in described.hyperparameters), name
+        assert create(name, **conf).hparams().keys() == set(conf)
+        assert described.loss is LOSSES[name] and described.colour.startswith("#")
+
+
+def test_a_description_that_misses_an_argument_is_refused() -> None:
+    tau = losses.Hyperparameter("tau", "tau", "τ", "τ")
+    with pytest.raises(ValueError, match=r"'hkr' describes hyperparameters \['tau'\].*alpha"):
+        losses.LossFamily("hkr", MulticlassHKR, "#000000", (tau,))
+
+
+def test_run_names_and_report_labels_use_the_same_short_names() -> None:
+    from tradeoff.report.frame import hyperparameters
+    from tradeoff.tracking import run_name
+
+    assert run_name({"family": "tau_cce", "tau": 3.0}) == "tau_cce tau=3"
+    assert run_name({"family": "hkr", "alpha": 30.0, "min_margin": 1.0}) == "hkr m=1 a=30"
+    assert run_name({"family": "offset_ce", "offset": 1.0, "temperature": 0.25}) == (
+        "offset_ce o=1 T=0.25"
+    )
+    assert run_name({"family": "kr"}) == "kr"
+    for name in losses.FAMILIES:
+        conf = OmegaConf.to_container(OmegaConf.load(CONF_LOSS / f"{name}.yaml"))
+        row = pd.Series(
+            {"loss_family": name, **{f"params.loss.{k}": 2.0 for k in conf if k != "_target_"}}
+        )
+        named = run_name({**conf, **{k: 2.0 for k in conf if k not in ("family", "_target_")}})
+        assert named == " ".join([name, hyperparameters(row)]).strip()

@@ -15,13 +15,18 @@ Notation: f = logits, C = number of classes, y = true class.
 - `OffsetCrossEntropy`: Prach & Lampert (2022, AOL) cross-entropy with the true logit lowered by
   an offset, at a temperature.
 
-`LOSSES` maps the loss-family names used in configs to the classes; `create` builds one.
+Each loss family describes itself once, in `FAMILIES`: its class, its hyperparameters (config
+key, short name for run names, symbol and axis label for the report) and its colour. Run names
+(`tradeoff.tracking.run_name`) and the report's labels, columns and pages derive from it, so a
+new loss touches only this module and its `conf/loss/<family>.yaml`. `LOSSES` maps the family
+names to the classes; `create` builds one.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -30,8 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "FAMILIES",
     "KR_EPS",
     "LOSSES",
+    "Hyperparameter",
+    "LossFamily",
     "MulticlassHKR",
     "MulticlassHinge",
     "MulticlassKR",
@@ -251,8 +259,8 @@ class _LossBase(nn.Module):
         super().__init__()
 
     def hparams(self) -> dict[str, float]:
-        """The hyperparameters, as plain floats (used to name runs)."""
-        return {}
+        """The hyperparameters, as plain floats, in the constructor's order."""
+        return {name: getattr(self, name) for name in _constructor_params(type(self))}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
@@ -277,9 +285,6 @@ class TauCrossEntropy(_LossBase):
     def __init__(self, tau: float) -> None:
         super().__init__()
         self.tau = _check_param("tau", tau, positive=True, meaning=_TAU_MEANING)
-
-    def hparams(self) -> dict[str, float]:
-        return {"tau": self.tau}
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return _tau_ce(logits, target, self.tau)
@@ -325,9 +330,6 @@ class MulticlassHinge(_LossBase):
             "min_margin", min_margin, positive=False, meaning=_MARGIN_MEANING
         )
 
-    def hparams(self) -> dict[str, float]:
-        return {"min_margin": self.min_margin}
-
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return _hinge(logits, target, self.min_margin)
 
@@ -350,9 +352,6 @@ class MulticlassHKR(_LossBase):
         self.min_margin = _check_param(
             "min_margin", min_margin, positive=False, meaning=_MARGIN_MEANING
         )
-
-    def hparams(self) -> dict[str, float]:
-        return {"alpha": self.alpha, "min_margin": self.min_margin}
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return _hkr(logits, target, self.alpha, self.min_margin)
@@ -378,9 +377,6 @@ class OffsetCrossEntropy(_LossBase):
             "temperature", temperature, positive=True, meaning=_TEMPERATURE_MEANING
         )
 
-    def hparams(self) -> dict[str, float]:
-        return {"offset": self.offset, "temperature": self.temperature}
-
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return _offset_ce(logits, target, self.offset, self.temperature)
 
@@ -389,14 +385,75 @@ class OffsetCrossEntropy(_LossBase):
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-LOSSES: dict[str, type[_LossBase]] = {
-    "tau_cce": TauCrossEntropy,
-    "hkr": MulticlassHKR,
-    "kr": NegKR,
-    "hinge": MulticlassHinge,
-    "offset_ce": OffsetCrossEntropy,
-}
-"""Loss-family name (as used in configs) → loss class. ``kr`` is `NegKR` (−KR, minimised)."""
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter of a loss family, and how runs and reports name it."""
+
+    key: str  # the constructor argument and config key (`loss.<key>`)
+    short: str  # in run names and plain-text labels: `tau=3`, `m=1 a=30`
+    symbol: str  # in the report's labels: `τ=3`, `m=1, α=30`
+    label: str  # the report's axis name
+
+    @property
+    def param(self) -> str:
+        """The MLflow param that holds it: `loss.<key>`."""
+        return f"loss.{self.key}"
+
+
+@dataclass(frozen=True)
+class LossFamily:
+    """A loss family as configs, run names and the report know it: its name (`loss.family`),
+    its class, its hyperparameters in label order and its colour on every report page."""
+
+    name: str
+    loss: type[_LossBase]
+    colour: str
+    hyperparameters: tuple[Hyperparameter, ...] = ()
+
+    def __post_init__(self) -> None:
+        keys = sorted(h.key for h in self.hyperparameters)
+        accepted = sorted(_constructor_params(self.loss))
+        if keys != accepted:
+            raise ValueError(
+                f"loss family {self.name!r} describes hyperparameters {keys}, but "
+                f"{self.loss.__name__} takes {accepted}; describe each constructor argument once"
+            )
+
+
+def _constructor_params(cls: type) -> list[str]:
+    """The keyword arguments of `cls.__init__`, in order."""
+    signature = inspect.signature(cls.__init__).parameters
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p for p in signature if p != "self" and signature[p].kind in named]
+
+
+_MARGIN = Hyperparameter("min_margin", "m", "m", "min_margin")
+_FAMILIES = (
+    LossFamily(
+        "tau_cce",
+        TauCrossEntropy,
+        "#1f77b4",
+        (Hyperparameter("tau", "tau", "τ", "τ (cross-entropy temperature)"),),
+    ),
+    LossFamily("hkr", MulticlassHKR, "#ff7f0e", (_MARGIN, Hyperparameter("alpha", "a", "α", "α"))),
+    LossFamily("kr", NegKR, "#2ca02c"),
+    LossFamily("hinge", MulticlassHinge, "#d62728", (_MARGIN,)),
+    LossFamily(
+        "offset_ce",
+        OffsetCrossEntropy,
+        "#9467bd",
+        (
+            Hyperparameter("offset", "o", "o", "offset"),
+            Hyperparameter("temperature", "T", "T", "temperature"),
+        ),
+    ),
+)
+FAMILIES: dict[str, LossFamily] = {f.name: f for f in _FAMILIES}
+"""Loss-family name (as used in configs) → its description; the order is the report's."""
+
+LOSSES: dict[str, type[_LossBase]] = {f.name: f.loss for f in _FAMILIES}
+"""Loss-family name → loss class. ``kr`` is `NegKR` (−KR, minimised)."""
 
 
 def create(family: str, **params: Any) -> nn.Module:
@@ -411,8 +468,7 @@ def create(family: str, **params: Any) -> nn.Module:
             f"unknown loss family {family!r}; valid families: {', '.join(sorted(LOSSES))}"
         ) from None
     signature = inspect.signature(cls.__init__).parameters
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    accepted = [p for p in signature if p != "self" and signature[p].kind in named]
+    accepted = _constructor_params(cls)
     missing = [
         p for p in accepted if signature[p].default is inspect.Parameter.empty and p not in params
     ]

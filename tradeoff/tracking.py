@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import signals
 from .claims import Claim, local_store_path, try_claim
+from .losses import FAMILIES
 from .stores import StoreError, check_store
 from .watchdog import pid_alive
 
@@ -144,16 +145,15 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-_SHORT = {"min_margin": "m", "alpha": "a", "tau": "tau", "offset": "o", "temperature": "t"}
-
-
 def run_name(loss_cfg: Mapping[str, Any]) -> str:
-    """A readable run name from the loss config: `tau_cce tau=3`, `hkr m=1 a=30`."""
-    family = str(loss_cfg.get("family", "loss"))
-    parts = [family]
-    for key in ("tau", "min_margin", "alpha", "offset", "temperature"):
-        if key in loss_cfg:
-            parts.append(f"{_SHORT[key]}={_fmt(loss_cfg[key])}")
+    """A readable run name from the loss config: `tau_cce tau=3`, `hkr m=1 a=30`, with the short
+    names the loss family gives its hyperparameters (`tradeoff.losses.FAMILIES`)."""
+    name = str(loss_cfg.get("family", "loss"))
+    described = FAMILIES.get(name)
+    parts = [name]
+    for hp in described.hyperparameters if described else ():
+        if hp.key in loss_cfg:
+            parts.append(f"{hp.short}={_fmt(loss_cfg[hp.key])}")
     return " ".join(parts)
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from .. import stores
 from ..degenerate import TAG as DEGENERATE
+from ..losses import FAMILIES
 
 __all__ = [
     "COST_METRICS",
@@ -362,15 +363,6 @@ def load_runs(
 
 # -- labels and the front table ----------------------------------------------------------------
 
-# The hyperparameters that tell runs of one loss family apart: (param, short ascii, short greek).
-FAMILY_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "tau_cce": (("loss.tau", "tau", "τ"),),
-    "hkr": (("loss.min_margin", "m", "m"), ("loss.alpha", "a", "α")),
-    "hinge": (("loss.min_margin", "m", "m"),),
-    "offset_ce": (("loss.offset", "o", "o"), ("loss.temperature", "T", "T")),
-    "kr": (),
-}
-
 
 def _fmt(value: object) -> str:
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
@@ -379,7 +371,7 @@ def _fmt(value: object) -> str:
 
 
 # Params that never label a run: what does not change its result (as the config hash), and
-# the loss's own (labelled through FAMILY_PARAMS).
+# the loss's own (labelled through its family's description, tradeoff.losses.FAMILIES).
 _UNLABELLED = ("tracking.", "hydra.", "sweep.", "train.threads", "train.progress", "train.device")
 
 
@@ -408,15 +400,15 @@ def hyperparameters(row: pd.Series, greek: bool = False, extra: Sequence[str] = 
     then its values of the params `extra` (`varying_params`: what else tells the runs apart),
     e.g. `tau=10 lr=1e+03`."""
     family = str(row.get("loss_family", ""))
-    spec = FAMILY_PARAMS.get(family)
+    described = FAMILIES.get(family)
     parts = []
-    if spec is None:  # unknown family: the run name without the family
+    if described is None:  # unknown family: the run name without the family
         name = str(row.get("run_name", "")).removeprefix(family).strip()
         parts += [name] if name else []
-    for param, ascii_name, greek_name in spec or ():
-        value = row.get(f"params.{param}")
+    for hp in described.hyperparameters if described else ():
+        value = row.get(f"params.{hp.param}")
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            parts.append(f"{greek_name if greek else ascii_name}={_fmt(value)}")
+            parts.append(f"{hp.symbol if greek else hp.short}={_fmt(value)}")
     for key, name in _short_names(list(extra)).items():
         value = row.get(f"params.{key}")
         if value is None or (isinstance(value, float) and math.isnan(value)):

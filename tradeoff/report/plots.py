@@ -25,8 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
+from ..losses import FAMILIES
 from .frame import (
-    FAMILY_PARAMS,
     cra_columns,
     hyperparameters,
     hypervolume,
@@ -48,14 +48,8 @@ __all__ = [
     "render_pages",
 ]
 
-# One colour per loss family, on every page.
-FAMILY_COLOURS: dict[str, str] = {
-    "tau_cce": "#1f77b4",
-    "hkr": "#ff7f0e",
-    "kr": "#2ca02c",
-    "hinge": "#d62728",
-    "offset_ce": "#9467bd",
-}
+# One colour per loss family, on every page: the one its description gives it.
+FAMILY_COLOURS: dict[str, str] = {name: f.colour for name, f in FAMILIES.items()}
 _SPARE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f")
 FRONT_COLOUR = "#222222"
 EXPERIMENT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -706,14 +700,8 @@ def _is_grid(values: Sequence[float], max_values: int = 12, min_log_gap: float =
     return len(values) <= max_values and float(gaps.min()) >= min_log_gap
 
 
-# Axis names of the loss hyperparameters (frame.FAMILY_PARAMS says which family has which).
-_PARAM_LABELS = {
-    "loss.tau": "τ (cross-entropy temperature)",
-    "loss.min_margin": "min_margin",
-    "loss.alpha": "α",
-    "loss.offset": "offset",
-    "loss.temperature": "temperature",
-}
+# Axis names of the loss hyperparameters, from their families' descriptions.
+_PARAM_LABELS = {h.param: h.label for f in FAMILIES.values() for h in f.hyperparameters}
 
 
 def _param_label(param: str) -> str:
@@ -730,7 +718,8 @@ def _family_runs(data: ReportData, family: str) -> tuple[pd.DataFrame, list[str]
     """The runs of `family` with numeric values for all of its hyperparameters, and those
     hyperparameters' columns (none when the family has none, or no run logged them)."""
     runs = data.runs[data.runs["loss_family"] == family]
-    columns = [f"params.{p}" for p, _, _ in FAMILY_PARAMS.get(family, ())]
+    described = FAMILIES.get(family)
+    columns = [f"params.{h.param}" for h in described.hyperparameters] if described else []
     if not columns or not all(c in runs for c in columns):
         return runs.iloc[0:0], []
     values = runs[columns].apply(pd.to_numeric, errors="coerce")
@@ -871,7 +860,7 @@ def page_hyper(data: ReportData) -> Figure:
         if params and not runs.empty:
             rows.append((family, runs, params))
     drawn = {family for family, _, _ in rows}
-    none = [f for f in data.families() if not FAMILY_PARAMS.get(f)]
+    none = [f for f in data.families() if f not in FAMILIES or not FAMILIES[f].hyperparameters]
     unlogged = [f for f in data.families() if f not in drawn and f not in none]
     parts = []
     if any(len(p) == 1 for _, _, p in rows):
