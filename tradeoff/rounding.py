@@ -13,7 +13,11 @@ x, where f̂ is the forward pass as computed and f the exact map whose Lipschitz
   TF32 or bfloat16 (torch's float32 precision settings), each product adds 2·u_in + u_in²;
 - elementwise functions (tanh, softsign, sigmoid) are taken to be within 8u of their value
   (twice the 2 ulp the CUDA and SLEEF implementations promise); sorting, max, ReLU and
-  padding are exact.
+  padding are exact;
+- a Fourier transform of length N = Π r (SOC's and LOT's grids have prime factors r ≤ 5, so
+  the FFT libraries run radix-2/3/4/5 passes) is taken to be within Σ_r 2·(3r^1.5 + 6)·u of
+  its value, relative, in the 2-norm: twice the bound of one radix-r pass (a butterfly of r
+  complex products, √2·γ_2r·√r, and its twiddle factors), as for the elementwise functions.
 
 The leaves after a leaf pass its error on at most their Lipschitz bound, and the input of
 each leaf is at most its exact zero-input output plus the Lipschitz bound of the leaves before
@@ -41,7 +45,7 @@ from .bounds import (
     resolve_input_shape,
 )
 from .export import Residual
-from .nn import activations, conv, pooling, residual
+from .nn import activations, conv, lot, pooling, residual, soc
 from .nn.operator_norm import REL_SLACK, spectral_norm
 
 __all__ = ["ForwardError", "PrecisionError", "arithmetic", "forward_error", "unit_roundoff"]
@@ -221,6 +225,10 @@ def _leaf_error(
         return _gamma(x.shape[-2] * x.shape[-1] + 3, u) * lip, 0.0
     if cls in (residual.SLLLinear, residual.SLLConv2d):
         return _sll_error(leaf, x, out)
+    if cls is soc.SOCConv2d:
+        return _soc_error(leaf, x, out)
+    if cls is lot.LOTConv2d:
+        return _lot_error(leaf, x, out)
     if cls is Residual:
         return _residual_error(leaf, x)
     own = getattr(leaf, "forward_error", None)
@@ -254,6 +262,66 @@ def _sll_error(
     bias = float(layer.bias.detach().double().norm()) * math.sqrt(out[0].numel() // w.shape[1])
     c = (1 + _dot(n + 1, dtype, device, kind)) * (1 + _dot(m + 3, dtype, device, kind)) - 1
     return c * (1 + 2 * a * a * tau), c * 2 * a * tau * bias
+
+
+def _soc_error(layer: soc.SOCConv2d, x: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
+    # Term k is t_k = fl(fl(L t_{k−1}) / k): its error is the previous one carried by L/k plus
+    # its own product and division rounding; each partial sum adds u of itself. Per unit ‖x‖:
+    # e the term's error, t its exact size (ρ^k/k!), s the sum's error, p its exact size.
+    dtype, device = out.dtype, out.device
+    u = unit_roundoff(dtype)
+    kernel = layer.kernel_in_use()
+    rho = layer.series_norm(tuple(x.shape[1:]))
+    c = _dot(kernel.shape[1] * layer.kernel_size**2, dtype, device, "conv")
+    eta = c * _abs_taps(kernel) * (1 + u) + u * rho
+    e = t = s = 0.0
+    t = p = 1.0
+    for k in range(1, layer.eval_terms):
+        e = (rho * e + eta * (t + e)) / k
+        t = t * rho / k
+        p += t
+        s = s + e + u * (p + s + e)
+    if layer.bias is None:
+        return s * (1 + REL_SLACK), 0.0
+    return (s + u * (p + s)) * (1 + REL_SLACK), u * _bias_norm(layer, out, layer.out_channels)
+
+
+def _fft_error(grid: tuple[int, ...], u: float) -> float:
+    """Relative 2-norm error of a (real) FFT on `grid`: the module docstring's model, with one
+    radix-2 pass more per axis for the real-to-complex step and u for irfft's 1/N."""
+    per_pass = {2: 3 * 2**1.5 + 6, 3: 3 * 3**1.5 + 6, 5: 3 * 5**1.5 + 6}
+    total = 1.0
+    for n in grid:
+        eps, m = per_pass[2], int(n)
+        for r in (2, 3, 5):
+            while m % r == 0:
+                eps, m = eps + per_pass[r], m // r
+        if m != 1:
+            raise PrecisionError(
+                f"tradeoff.rounding: an FFT of length {n} (a prime factor above 5) is not "
+                "modelled; use tradeoff.nn.lot.fast_length grids"
+            )
+        total *= 1 + 2 * eps * u
+    return (total - 1) + u
+
+
+def _lot_error(layer: lot.LOTConv2d, x: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
+    # rfft2 (error f·‖X‖), the products by the frequency matrices M (complex sums of `in` terms:
+    # 2·in real products per component, √2 for the modulus, at most ‖M‖_F·‖X‖ in all), irfft2
+    # (f of its input), then the bias. Parseval's weights make every norm one of ‖x‖'s scale.
+    dtype, device = out.dtype, out.device
+    u = unit_roundoff(dtype)
+    spectrum = layer.spectrum_in_use(tuple(x.shape[1:]))
+    m = spectral_norm(spectrum)
+    frobenius = float(torch.linalg.matrix_norm(spectrum.to(torch.complex128)).max())
+    size = soc.folded_size(tuple(x.shape[-2:]), layer.stride)
+    f = _fft_error(layer.grid(size), u)
+    c = math.sqrt(2) * _dot(2 * spectrum.shape[-1], dtype, device, "matmul")
+    product = m * f + c * frobenius * (1 + f)
+    computed = m + product
+    slope = product + f * computed
+    slope = (slope + u * (computed + slope)) * (1 + REL_SLACK)
+    return slope, u * _bias_norm(layer, out, layer.out_channels)
 
 
 def _residual_error(layer: Residual, x: torch.Tensor) -> tuple[float, float]:

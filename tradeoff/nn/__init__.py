@@ -10,6 +10,7 @@ from .bjorck import (
 )
 from .conv import AOLConv2d, LipschitzConv2d, SpectralConv2d
 from .linear import AOLLinear, SpectralLinear
+from .lot import LOTConv2d, lot_conv, lot_linear
 from .parametrizations import AOLRescale, SpectralBjorck
 from .pooling import (
     InvertibleDownsampling,
@@ -19,6 +20,7 @@ from .pooling import (
 )
 from . import families
 from .residual import Residual, SLLConv2d, SLLLinear
+from .soc import SOCConv2d, soc_conv, soc_linear
 
 __all__ = [
     "AOLConv2d",
@@ -30,10 +32,12 @@ __all__ = [
     "GroupSort2",
     "Householder",
     "InvertibleDownsampling",
+    "LOTConv2d",
     "LipschitzConv2d",
     "MaxMin",
     "SLLConv2d",
     "SLLLinear",
+    "SOCConv2d",
     "ScaledAvgPool2d",
     "ScaledGlobalAvgPool2d",
     "ScaledL2NormPool2d",
@@ -41,7 +45,11 @@ __all__ = [
     "SpectralConv2d",
     "SpectralLinear",
     "bjorck_orthonormalize",
+    "lot_conv",
+    "lot_linear",
     "power_iteration",
+    "soc_conv",
+    "soc_linear",
     "spectral_bjorck",
     "spectral_bjorck_linear",
 ]
