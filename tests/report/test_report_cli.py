@@ -261,12 +261,12 @@ def test_failed_rendering_leaves_the_old_report_alone(store, tmp_path, monkeypat
     _, uri, _ = store
     pdf = tmp_path / "r.pdf"
     pdf.write_bytes(b"old report")
-    from tradeoff.report import plots
+    from tradeoff.report.pages import curves
 
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(plots, "page_curves", broken)
+    monkeypatch.setattr(curves, "page_curves", broken)
     with pytest.raises(RuntimeError, match="drawing failed"):
         build_report("synth", pdf, tracking_uri=uri)
     assert pdf.read_bytes() == b"old report"

@@ -21,9 +21,13 @@ from test_report_frame import (
 )
 
 from tradeoff.report import PAGE_TITLES, hypervolume, load_runs, pareto_front
-from tradeoff.report.cost import COST_PAGE_TITLE, page_cost
+from tradeoff.report.data import ReportData
 from tradeoff.report.frame import COST_METRICS, default_reference, maximised
-from tradeoff.report.plots import ReportData, page_front, page_summary, render_pages
+from tradeoff.report.pages import render_pages
+from tradeoff.report.pages.cost import TITLE as COST_PAGE_TITLE
+from tradeoff.report.pages.cost import page_cost
+from tradeoff.report.pages.front import page_front
+from tradeoff.report.pages.summary import page_summary
 
 COSTS = {"train/seconds": (2.0, 60.0), "train/peak_memory_mb": (300.0, 900.0)}
 

@@ -19,19 +19,15 @@ from tradeoff.report import (
     hypervolume,
     pareto_front,
 )
+from tradeoff.report.data import ReportData, curve_runs
 from tradeoff.report.frame import cra_columns, hyperparameters, metric_column, radius_label
-from tradeoff.report.plots import (
-    MAX_LABELS,
-    ReportData,
-    _curve_runs,
-    family_colour,
-    metric_label,
-    page_curves,
-    page_front,
-    page_hyper,
-    page_radius,
-    render_pages,
-)
+from tradeoff.report.labels import metric_label
+from tradeoff.report.pages import render_pages
+from tradeoff.report.pages.curves import page_curves
+from tradeoff.report.pages.front import MAX_LABELS, page_front
+from tradeoff.report.pages.hyper import page_hyper
+from tradeoff.report.pages.radius import page_radius
+from tradeoff.report.style import family_colour
 
 # -- brute force -------------------------------------------------------------------------------
 
@@ -259,7 +255,7 @@ def _hue(colour) -> float:
 @pytest.mark.parametrize("page", [page_radius, page_curves])
 def test_every_front_run_has_its_own_shade_of_its_family_colour(page):
     data = _curves(synthetic_data(synthetic_runs()))
-    front, _ = _curve_runs(data)  # the front runs drawn (at most MAX_CURVES)
+    front, _ = curve_runs(data)  # the front runs drawn (at most MAX_CURVES)
     assert front["loss_family"].value_counts().min() >= 2  # runs of one family to tell apart
     fig = page(data)
     for ax in _panels(fig):

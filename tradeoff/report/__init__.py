@@ -16,8 +16,9 @@ from .frame import (
     load_runs,
     pareto_front,
 )
+from .pages import PAGE_TITLES
 from .pdf import build_report
-from .plots import FAMILY_COLOURS, PAGE_TITLES
+from .style import FAMILY_COLOURS
 from .summary import summary_metrics, sweep_summary
 
 __all__ = [

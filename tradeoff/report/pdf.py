@@ -20,6 +20,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from ..paths import OutputDirError, writable_dir
 from ..watchdog import pid_alive
 from .attach import attach_report, sweep_parents
+from .data import ReportData, curve_runs
 from .frame import (
     DEFAULT_X,
     DEFAULT_Y,
@@ -32,7 +33,8 @@ from .frame import (
     pareto_front,
     select_runs,
 )
-from .plots import MAX_CURVES, RC, ReportData, _subset, render_pages
+from .pages import HERO, render
+from .style import RC
 
 __all__ = ["build_report", "default_out", "outputs"]
 
@@ -46,7 +48,8 @@ def default_out(experiments: Sequence[str]) -> Path:
 
 
 def outputs(out: Path) -> tuple[Path, Path, Path]:
-    """The PDF and, beside it, `<stem>_front.png` (page 2) and `<stem>_front.csv` (the table)."""
+    """The PDF and, beside it, `<stem>_front.png` (the front page) and `<stem>_front.csv` (the
+    table)."""
     return out, out.with_name(f"{out.stem}_front.png"), out.with_name(f"{out.stem}_front.csv")
 
 
@@ -128,9 +131,9 @@ def _left_out(degenerate: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fetch_curves(selection: RunSelection, data: ReportData) -> None:
-    """The certificates and metric histories of the front runs that pages 5 and 6 draw."""
-    curve_runs = data.front.iloc[_subset(len(data.front), MAX_CURVES)]
-    data.certificates, data.histories = _fetch(selection.client, curve_runs, data.curve_metrics)
+    """The certificates and metric histories of the front runs the radius and curves pages draw."""
+    runs, _ = curve_runs(data)
+    data.certificates, data.histories = _fetch(selection.client, runs, data.curve_metrics)
 
 
 def build_report(
@@ -175,13 +178,14 @@ def build_report(
     _remove_stale_temps(pdf_path.parent)
     try:
         with matplotlib.rc_context(RC):
-            figures = render_pages(data, table)
+            pages = render(data, table)
             pdf_tmp = _temp(pdf_path, temps)
             with PdfPages(pdf_tmp, metadata=_metadata(data)) as pdf:
-                for fig in figures:
-                    pdf.savefig(fig)
+                for figures in pages.values():
+                    for fig in figures:
+                        pdf.savefig(fig)
             png_tmp = _temp(png_path, temps)
-            figures[1].savefig(png_tmp, dpi=150, format="png")
+            pages[HERO][0].savefig(png_tmp, dpi=150, format="png")
         csv_tmp = _temp(csv_path, temps)
         table.to_csv(csv_tmp, index=False, float_format="%.6g")
         for tmp, final in ((csv_tmp, csv_path), (png_tmp, png_path), (pdf_tmp, pdf_path)):

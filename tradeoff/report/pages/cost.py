@@ -1,4 +1,4 @@
-"""The report's cost page: accuracy and certified robust accuracy against what each run spent.
+"""The cost page: accuracy and certified robust accuracy against what each run spent.
 
 Drawn when the runs logged cost metrics (every run since the recipe's cost metrics): one column
 per cost (wall-clock seconds of the fit, peak memory, parameters), one row for the report's
@@ -14,21 +14,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from .frame import COST_METRICS, cra_columns, pareto_front, radius_label
-from .plots import (
-    FRONT_COLOUR,
-    ReportData,
-    _legend,
-    _legend_handles,
-    _page,
-    _scatter,
-    _step_front,
-    metric_label,
-)
+from ..data import ReportData
+from ..draw import scatter, step_front
+from ..frame import COST_METRICS, cra_columns, pareto_front, radius_label
+from ..labels import metric_label
+from ..layout import Page, add_legend, legend_handles, new_page
+from ..style import FRONT_COLOUR
 
-__all__ = ["COST_PAGE_TITLE", "cost_columns", "has_cost", "page_cost"]
+__all__ = ["PAGE", "TITLE", "cost_columns", "has_cost", "page_cost"]
 
-COST_PAGE_TITLE = "Accuracy and robustness vs training cost"
+TITLE = "Accuracy and robustness vs training cost"
 CRA_RADIUS = 36 / 255  # the radius of the cost page's CRA row, when the runs have it
 
 
@@ -70,7 +65,7 @@ def page_cost(data: ReportData) -> Figure:
         "before it) and its trainable parameters. Black steps: the front of each panel, the "
         "runs that no cheaper run beats. Log scale where a cost spans more than 20×."
     )
-    fig = _page(COST_PAGE_TITLE, caption)
+    fig = new_page(TITLE, caption)
     axes = fig.subplots(len(rows), len(costs), squeeze=False, sharey="row")
     for r, (label, ycol) in enumerate(rows):
         for c, (metric, xcol) in enumerate(costs):
@@ -79,8 +74,8 @@ def page_cost(data: ReportData) -> Figure:
             if len(runs):
                 front = runs[pareto_front(runs, xcol, ycol)]
                 xs, ys = front[xcol].to_numpy(float), front[ycol].to_numpy(float)
-                _step_front(ax, xs, ys, False, color=FRONT_COLOUR, lw=1.6, zorder=2)
-                _scatter(ax, data, runs, xcol, ycol)
+                step_front(ax, xs, ys, False, color=FRONT_COLOUR, lw=1.6, zorder=2)
+                scatter(ax, data, runs, xcol, ycol)
                 values = runs[xcol].astype(float)
                 if values.min() > 0 and values.max() > 20 * values.min():
                     ax.set_xscale("log")
@@ -91,5 +86,15 @@ def page_cost(data: ReportData) -> Figure:
             if c == 0:
                 ax.set_ylabel(label)
             ax.margins(0.08)
-    _legend(fig, _legend_handles(data, [Line2D([], [], color=FRONT_COLOUR, lw=1.6, label="front")]))
+    add_legend(
+        fig, legend_handles(data, [Line2D([], [], color=FRONT_COLOUR, lw=1.6, label="front")])
+    )
     return fig
+
+
+PAGE = Page(
+    "cost",
+    TITLE,
+    lambda data, table: [page_cost(data)] if has_cost(data.runs) else [],
+    always=False,
+)

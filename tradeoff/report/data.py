@@ -1,0 +1,90 @@
+"""`ReportData`: everything the pages draw, gathered once by `tradeoff.report.pdf`."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from .frame import varying_params
+from .style import EXPERIMENT_MARKERS, FAMILY_COLOURS
+
+__all__ = ["MAX_CURVES", "ReportData", "curve_runs", "subset"]
+
+MAX_CURVES = 10  # front runs drawn on the curve pages
+
+
+@dataclass
+class ReportData:
+    """Everything the pages draw: the runs, the chosen objectives and what was fetched."""
+
+    runs: pd.DataFrame  # FINISHED job runs with an `on_front` column
+    experiments: list[str]
+    x: str  # metric names, e.g. test/mean_certificate
+    y: str
+    x_col: str  # their columns in `runs`
+    y_col: str
+    reference: tuple[float, float]
+    hypervolume: float
+    tracking_uri: str = ""
+    parent: str | None = None
+    not_finished: dict[str, dict[str, int]] = field(default_factory=dict)
+    # run id -> per-sample test certificates (label, prediction, correct, certificate) or None
+    certificates: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    # run id -> metric -> DataFrame(step, value)
+    histories: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    curve_metrics: tuple[str, str] = ("val/accuracy", "val/mean_certificate")
+    table_name: str = "front.csv"
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # FINISHED runs tagged degenerate and left out of `runs` (reason in column `degenerate`)
+    degenerate: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @functools.cached_property
+    def varying(self) -> list[str]:
+        """Params besides the loss's that differ between the runs: labels show them."""
+        return varying_params(self.runs)
+
+    @property
+    def plotted(self) -> pd.DataFrame:
+        """Runs that have both objectives: the points of the front page."""
+        xy = self.runs[[self.x_col, self.y_col]].astype(float)
+        return self.runs[np.isfinite(xy).all(axis=1)]
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        """FINISHED runs missing an objective: listed on the summary page, not plotted."""
+        return self.runs.drop(index=self.plotted.index)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The overall front, most accurate (smallest x) first."""
+        front = self.runs[self.runs["on_front"]]
+        return front.sort_values([self.x_col, self.y_col], ascending=[True, False], kind="stable")
+
+    def marker(self, experiment: str) -> str:
+        return EXPERIMENT_MARKERS[self.experiments.index(experiment) % len(EXPERIMENT_MARKERS)]
+
+    def families(self) -> list[str]:
+        """Loss families present, known ones in FAMILY_COLOURS order first."""
+        present = set(self.runs["loss_family"].astype(str))
+        known = [f for f in FAMILY_COLOURS if f in present]
+        return known + sorted(present - set(known))
+
+
+def curve_runs(data: ReportData) -> tuple[pd.DataFrame, str]:
+    front = data.front
+    keep = subset(len(front), MAX_CURVES)
+    note = ""
+    if len(keep) < len(front):
+        note = f" Showing {len(keep)} of the {len(front)} front runs, spread along the front."
+    return front.iloc[keep], note
+
+
+def subset(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n), the first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})

@@ -1,0 +1,96 @@
+"""Marks shared by the pages: runs as points, fronts as steps, the front runs' line styles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+
+from .data import ReportData
+from .frame import hyperparameters
+from .layout import header
+from .style import EXPERIMENT_MARKERS, RUN_LINESTYLES, family_colour, family_shades
+
+__all__ = ["run_legend", "run_styles", "scatter", "step_front"]
+
+
+def scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
+    """Every run a point: colour = loss family, marker = experiment; front runs ringed."""
+    for (family, experiment), group in runs.groupby(["loss_family", "experiment"], sort=False):
+        ax.scatter(
+            group[xcol],
+            group[ycol],
+            s=42,
+            marker=data.marker(str(experiment)),
+            color=family_colour(str(family)),
+            edgecolors="white",
+            linewidths=0.6,
+            zorder=3,
+            alpha=0.9,
+        )
+
+
+def step_front(
+    ax: Axes, xs: np.ndarray, ys: np.ndarray, x_max: bool = True, **kwargs: object
+) -> None:
+    """The attainment line of a 2-D front, in steps from point to point along x; `x_max`:
+    whether x is maximised (robustness) or minimised (cost), which sets the side of each step."""
+    order = np.lexsort((-ys, xs))
+    style = "steps-pre" if x_max else "steps-post"
+    ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], drawstyle=style, **kwargs)
+
+
+def _run_handle(style: dict[str, object], label: str, lw: float, ms: float) -> Line2D:
+    """Legend entry of one front run drawn in `style` (see `run_styles`)."""
+    return Line2D(
+        [],
+        [],
+        color=style["color"],
+        ls=style["ls"],
+        lw=lw,
+        marker=style["marker"],
+        ms=ms,
+        mec="white",
+        label=label,
+    )
+
+
+def run_styles(runs: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """Per run: a shade of its family's colour of its own (light to dark in the order of
+    `runs`, along the front: more accurate to more robust), and within its family a line
+    style and a marker of its own."""
+    shades = {
+        family: family_shades(str(family), int(n))
+        for family, n in runs["loss_family"].value_counts().items()
+    }
+    seen: dict[str, int] = {}
+    out = {}
+    for _, row in runs.iterrows():
+        k = seen.get(row["loss_family"], 0)
+        seen[row["loss_family"]] = k + 1
+        out[row["run_id"]] = {
+            "color": shades[row["loss_family"]][k],
+            "ls": RUN_LINESTYLES[k % len(RUN_LINESTYLES)],
+            "marker": EXPERIMENT_MARKERS[k % len(EXPERIMENT_MARKERS)],
+        }
+    return out
+
+
+def run_legend(
+    data: ReportData, runs: pd.DataFrame, styles: dict, lw: float, ms: float
+) -> list[Line2D]:
+    """Legend entries of the front runs drawn, under a heading per loss family."""
+    handles: list[Line2D] = []
+    for family in data.families():
+        mine = runs[runs["loss_family"] == family]
+        if mine.empty:
+            continue
+        handles.append(header(family))
+        for _, row in mine.iterrows():
+            label = hyperparameters(row, greek=True, extra=data.varying)
+            if len(data.experiments) > 1:
+                label += f" [{row['experiment']}]"
+            label += f" · {str(row['run_id'])[:8]}"
+            handles.append(_run_handle(styles[row["run_id"]], label, lw=lw, ms=ms))
+    return handles
