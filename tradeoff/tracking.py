@@ -234,8 +234,11 @@ _OPENED: set[str] = set()  # sqlite stores this process has opened (created or m
 
 
 def open_client(uri: str) -> MlflowClient:
-    """An MlflowClient for `uri`; a new sqlite store is created (or migrated) by one process at a
-    time."""
+    """The MlflowClient for `uri`, the one way every part of tradeoff opens a store (runs,
+    sweeps, the Optuna sweeper, reports): a new sqlite store is created (or migrated) by one
+    process at a time, and the schema migration's INFO records are kept off the console."""
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     path = uri.removeprefix("sqlite:///").split("?")[0]
     if not uri.startswith("sqlite:///") or uri in _OPENED or path in ("", ":memory:"):
@@ -243,7 +246,11 @@ def open_client(uri: str) -> MlflowClient:
     # Opening a sqlite store creates or migrates its schema: several processes doing that at
     # once to a new file corrupt it ("table _alembic_tmp_tags already exists"), so they take
     # turns on a lock file beside it. Later writes need no lock (MLflow waits on sqlite's own).
-    with open(f"{path}.lock", "a") as lock:
+    try:
+        lock = open(f"{path}.lock", "a")  # noqa: SIM115 - held across the client's creation
+    except OSError:  # a folder we may only read (a report of someone's store): nothing to migrate
+        return MlflowClient(tracking_uri=uri)
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client = MlflowClient(tracking_uri=uri)

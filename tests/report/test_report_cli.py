@@ -257,6 +257,20 @@ def test_missing_store_is_an_error_not_a_new_database(tmp_path):
     assert not (tmp_path / "absent.db").exists()
 
 
+def test_the_report_opens_its_store_as_runs_do(tmp_path):
+    """Through tracking.open_client: with the lock that serialises a sqlite store's migration."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("one", artifact_location=str(tmp_path / "artifacts"))
+    sweep = client.create_run(exp, tags={"tradeoff.role": "sweep"}).info.run_id
+    _job(client, exp, sweep, "tau_cce", {"tau": 3}, seed=0, certificates=False)
+    assert not (tmp_path / "mlflow.db.lock").exists()
+    assert len(load_runs("one", tracking_uri=uri)) == 1
+    assert (tmp_path / "mlflow.db.lock").exists()
+
+
 def test_failed_rendering_leaves_the_old_report_alone(store, tmp_path, monkeypatch):
     _, uri, _ = store
     pdf = tmp_path / "r.pdf"

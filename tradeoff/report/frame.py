@@ -11,7 +11,6 @@ spent (`train/seconds`, `train/peak_memory_mb`, `model/params`) and losses are m
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +85,9 @@ class RunSelection:
 
 def _resolve_uri(tracking_uri: str | None) -> str:
     """`tracking_uri`, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    from ..tracking import resolve_tracking_uri  # imported here: it imports mlflow
+
+    return resolve_tracking_uri(tracking_uri)
 
 
 def _check_store(uri: str) -> None:
@@ -112,16 +113,6 @@ def check_store(uri: str) -> None:
     except stores.StoreError as exc:
         raise ReportError(str(exc)) from None
     _check_store(uri)
-
-
-def _client(uri: str):  # -> MlflowClient, imported lazily (mlflow is slow to import)
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
 
 
 def _numeric_or_str(values: pd.Series) -> pd.Series:
@@ -185,7 +176,9 @@ def select_runs(
         raise ReportError("give at least one experiment name")
     uri = _resolve_uri(tracking_uri)
     check_store(uri)
-    client = _client(uri)
+    from ..tracking import open_client  # imported here: it imports mlflow, slow to import
+
+    client = open_client(uri)
     ids: dict[str, str] = {}
     for name in names:
         exp = client.get_experiment_by_name(name)
