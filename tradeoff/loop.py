@@ -6,11 +6,13 @@ into certificates with constants computed once per evaluation (`Certifier`).
 
 A run trains for a number of epochs or until a wall-clock budget is spent (`tradeoff.budget`),
 with an optional per-batch learning-rate schedule (`tradeoff.schedules`), augmentation of the
-training batches (`tradeoff.data.augment`) and gradient-norm clipping; it reports its cost.
+training batches (`tradeoff.data.augment`), gradient-norm clipping and autocast; it reports its
+cost, and can be checkpointed and resumed between any two steps (`tradeoff.checkpoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .budget import Budget
 from .certificates import Certifier, summarize
+from .checkpoint import Progress, capture, restore
 from .cost import parameter_count, peak_memory_mb, reset_peak_memory
 from .data.augment import Augment
 from .finite import logits_problem, require_finite, require_finite_logits
@@ -65,8 +68,9 @@ class Evaluation:
 
 @dataclass
 class FitResult:
-    """Per-epoch history (one dict of metrics per epoch), the final test evaluation and what
-    the run spent (`cost`: train/seconds, train/images_per_second, train/peak_memory_mb,
+    """Per-epoch history (one dict of metrics per epoch, from the first epoch even when the
+    run was resumed), the final test evaluation (None when `interrupted`) and what the run
+    spent (`cost`: train/seconds, train/images_per_second, train/peak_memory_mb,
     train/steps, train/epochs_done, model/params)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -76,6 +80,7 @@ class FitResult:
     epochs_done: float = 0.0
     stopped_at_budget: bool = False
     cost: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -97,6 +102,13 @@ def minibatches(
     yield from order.split(batch_size)
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device`, or nothing."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def train_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -110,27 +122,42 @@ def train_epoch(
     augment: Augment | None = None,
     grad_clip: float | None = None,
     on_step: StepEnd | None = None,
+    position: Progress | None = None,
+    autocast: torch.dtype | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One pass over (x, y) in shuffled batches; returns the mean training loss.
 
     `augment` maps each batch (drawing from `generator`); `grad_clip` caps the gradient's
     global L2 norm; `on_step()` runs after every optimiser step, and returning False ends the
-    epoch there (a budget that is spent).
+    epoch there (a budget that is spent, a stop requested). `position` is where the epoch
+    stands (its batch order, the next batch, the loss so far): it goes on from there and is
+    kept up to date, so that a stopped epoch can be checkpointed and finished later.
+    `autocast` runs the forward pass under `torch.autocast` with that dtype (the loss in
+    float32); `forward` replaces `model(...)` in the step (a compiled model).
     """
     require_finite(x, "training inputs", "drop or repair them before training")
     model.train()
-    total, count = torch.zeros((), device=x.device), 0
-    for idx in minibatches(len(x), batch_size, generator):
+    position = position if position is not None else Progress()
+    if position.order is None:
+        position.order = torch.randperm(len(x), generator=generator)
+    forward = forward if forward is not None else model
+    total = torch.full((), position.loss_sum, device=x.device)  # float32, as before a stop
+    for idx in position.order.split(batch_size)[position.batch :]:
         idx = idx.to(x.device)
         xb, yb = x[idx], y[idx]
         if augment is not None:
             xb = augment(xb, generator)
-        logits = model(xb)
+        with _autocast(x.device, autocast):
+            logits = forward(xb)
+        if autocast:
+            logits = logits.float()
         loss = loss_fn(logits, yb)
         if not torch.isfinite(loss):
             problem = logits_problem(logits.detach(), xb, index=idx)
             raise TrainingDiverged(
-                f"the training loss became {float(loss.detach())} after {count} samples; "
+                f"the training loss became {float(loss.detach())} after {position.count} "
+                "samples; "
                 + (f"{problem}; " if problem else "")
                 + "lower the learning rate (optim.lr), check the loss hyperparameters"
                 + (" or scale the inputs" if problem else "")
@@ -141,12 +168,14 @@ def train_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total += loss.detach() * len(idx)
-        count += len(idx)
+        position.batch += 1
+        position.count += len(idx)
         if progress is not None:
             progress.update(len(idx))
         if on_step is not None and not on_step():
             break
-    return float(total) / max(count, 1)
+    position.loss_sum = float(total)
+    return position.loss_sum / max(position.count, 1)
 
 
 @torch.no_grad()
@@ -194,22 +223,37 @@ def _progress(total: int, epoch: int, epochs: int | None, show: bool | None) -> 
 
 
 class _AfterStep:
-    """Runs after every optimiser step: counts it, moves the schedule, watches the budget.
+    """Runs after every optimiser step: counts it, moves the schedule, watches the budget and
+    whether a stop was requested (`stopped` then says so).
 
     Under a budget the schedule's length is estimated as the comparison study did: during the
     first epoch from the pace of its steps so far, then once from the whole first epoch
     (training and validation); `cap` (epochs × steps per epoch) bounds it.
     """
 
-    def __init__(self, scheduler: ScheduledLR | None, budget: Budget | None, cap: int | None):
+    def __init__(
+        self,
+        scheduler: ScheduledLR | None,
+        budget: Budget | None,
+        cap: int | None,
+        stop_requested: Callable[[], bool] | None = None,
+    ):
         self.scheduler, self.budget, self.cap = scheduler, budget, cap
+        self.stop_requested = stop_requested
         self.steps = 0
         self.estimating = budget is not None and scheduler is not None
+        self.stopped = False
 
     def lay(self, total: int) -> None:
         """Stretch the schedule over `total` steps (at most `cap`)."""
         if self.scheduler is not None:
             self.scheduler.total_steps = max(1, min(total, self.cap or total))
+
+    def requested(self) -> bool:
+        """Whether a stop was requested (a signal); remembered once seen."""
+        if not self.stopped and self.stop_requested is not None:
+            self.stopped = bool(self.stop_requested())
+        return self.stopped
 
     def __call__(self) -> bool:
         self.steps += 1
@@ -217,7 +261,12 @@ class _AfterStep:
             if self.estimating:
                 self.lay(self.budget.steps_for(self.steps, self.budget.elapsed))
             self.scheduler.step()
+        if self.requested():
+            return False
         return self.budget is None or not self.budget.spent()
+
+
+Checkpoint = Callable[[dict], None]
 
 
 def fit(
@@ -238,6 +287,12 @@ def fit(
     schedule: Schedule | None = None,
     augment: Augment | None = None,
     grad_clip: float | None = None,
+    autocast: torch.dtype | None = None,
+    train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    resume: dict | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train for `epochs`, or until `budget_seconds` of wall clock are spent, evaluating on
     `val` after each epoch and on `test` at the end.
@@ -249,6 +304,17 @@ def fit(
     `train/epoch_seconds`, `val/<metric>` for every metric of `evaluate` (on `test` with its
     tightness metrics). `on_epoch_end` receives (epoch, metrics) as soon as they exist, so a
     tracker never loses a finished epoch.
+
+    `autocast` (e.g. torch.bfloat16) runs the training forward passes under autocast and
+    `train_forward` replaces the model in them (a compiled model); evaluation and
+    certificates always run `model` itself, in float32, outside autocast.
+
+    Checkpoints: `checkpoint(state)` receives a `tradeoff.checkpoint.capture` state every
+    `checkpoint_every` epochs (0: never on a schedule), before `on_epoch_end` sees that epoch,
+    and whenever `stop_requested()` turns true (checked after every step and epoch); the run
+    then returns at once, `interrupted`, without its test evaluation. `resume` (such a state)
+    goes on from where it was taken, computing the steps the uninterrupted run would have.
+
     Raises `NonFiniteError` before any step when a split's inputs hold NaN or ±inf (and when a
     batch's logits do), `TrainingDiverged` on a non-finite loss.
     """
@@ -260,6 +326,8 @@ def fit(
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
         raise ValueError(f"grad_clip must be a finite number > 0 (got {grad_clip})")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 (got {checkpoint_every})")
     for name, split in (("training", train), ("validation", val), ("test", test)):
         if split is not None:
             require_finite(split[0], f"{name} inputs", "drop or repair them before training")
@@ -268,19 +336,35 @@ def fit(
     device = x_train.device
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     cap = epochs * steps_per_epoch if epochs is not None else None
-    budget = Budget(budget_seconds) if budget_seconds is not None else None
     scheduler = schedule.build(optimizer, cap or steps_per_epoch) if schedule else None
-    after_step = _AfterStep(scheduler, budget, cap)
+    state = Progress()
+    if resume is not None:
+        state = restore(resume, model, optimizer, scheduler, generator)
+    budget = None
+    if budget_seconds is not None:
+        budget = Budget(budget_seconds)
+        budget.started -= state.budget_elapsed  # what the run spent before it was stopped
+    after_step = _AfterStep(scheduler, budget, cap, stop_requested)
+    if resume is not None:
+        after_step.steps, after_step.estimating = state.steps, state.estimating
     result = FitResult()
     reset_peak_memory(device)
-    start, train_seconds, images = time.perf_counter(), 0.0, 0
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        epoch += 1
+    start = time.perf_counter() - state.seconds
+
+    def save() -> None:
+        if checkpoint is None:
+            return
+        state.steps, state.estimating = after_step.steps, after_step.estimating
+        state.budget_elapsed = budget.elapsed if budget is not None else 0.0
+        state.seconds = time.perf_counter() - start
+        checkpoint(capture(model, optimizer, scheduler, generator, state))
+
+    while not state.done and (epochs is None or state.epoch < epochs):
+        epoch = state.epoch + 1
         bar = _progress(len(x_train), epoch, epochs, progress)
-        t0, steps_before = time.perf_counter(), after_step.steps
+        t0, steps_before, count_before = time.perf_counter(), after_step.steps, state.count
         try:
-            loss = train_epoch(
+            train_epoch(
                 model,
                 loss_fn,
                 optimizer,
@@ -292,46 +376,82 @@ def fit(
                 augment=augment,
                 grad_clip=grad_clip,
                 on_step=after_step,
+                position=state,
+                autocast=autocast,
+                forward=train_forward,
             )
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t0
-        steps = after_step.steps - steps_before
-        train_seconds += seconds
-        images += min(steps * batch_size, len(x_train))
-        result.epochs_done += steps / steps_per_epoch
+        state.epoch_seconds += seconds
+        state.train_seconds += seconds
+        state.images += state.count - count_before
+        state.epochs_done += (after_step.steps - steps_before) / steps_per_epoch
+        cut = state.batch < steps_per_epoch
+        if cut and after_step.stopped:
+            save()
+            result.interrupted = True
+            return _finish(result, state, after_step.steps, start, device, model)
         metrics = {
-            "train/loss": loss,
+            "train/loss": state.loss_sum / max(state.count, 1),
             "train/lr": float(optimizer.param_groups[0]["lr"]),
-            "train/epoch_seconds": seconds,
+            "train/epoch_seconds": state.epoch_seconds,
         }
         if val is not None and len(val[0]):
             ev = evaluate(model, *val, eps=eps)
             metrics.update({f"val/{k}": v for k, v in ev.metrics.items()})
-        result.history.append(metrics)
+        state.history.append(metrics)
+        state.epoch, state.order, state.batch = epoch, None, 0
+        state.loss_sum, state.count, state.epoch_seconds = 0.0, 0, 0.0
         log.info(
             "epoch %d%s  %s",
             epoch,
             f"/{epochs}" if budget is None else "",
             "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if math.isfinite(v)),
         )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
         if after_step.estimating:  # the whole first epoch's pace, validation included
             after_step.lay(budget.steps_for(after_step.steps, budget.elapsed))
             after_step.estimating = False
         if budget is not None and budget.spent():
-            result.stopped_at_budget = True
+            state.done = state.stopped_at_budget = True
             log.info("budget of %.4g s spent after %d steps", budget.seconds, after_step.steps)
-            break
+        due = checkpoint_every > 0 and epoch % checkpoint_every == 0
+        if due or after_step.requested():
+            save()  # before the epoch is reported: a kill in between loses none of it
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        if after_step.requested():
+            result.interrupted = True
+            return _finish(result, state, after_step.steps, start, device, model)
+    state.done = True
     if test is not None:
         result.test = evaluate(model, *test, eps=eps, tightness=True)
+        if after_step.requested():  # stopped during the test evaluation: do it again later
+            save()
+            result.interrupted, result.test = True, None
+    return _finish(result, state, after_step.steps, start, device, model)
+
+
+def _finish(
+    result: FitResult,
+    state: Progress,
+    steps: int,
+    start: float,
+    device: torch.device,
+    model: nn.Module,
+) -> FitResult:
+    """Fill `result` from the loop's `state`: history, counts and cost."""
+    result.history = state.history
     result.seconds = time.perf_counter() - start
-    result.steps = after_step.steps
+    result.steps = state.steps = steps
+    result.epochs_done = state.epochs_done
+    result.stopped_at_budget = state.stopped_at_budget
     result.cost = {
         "train/seconds": result.seconds,
-        "train/images_per_second": images / train_seconds if train_seconds > 0 else math.nan,
+        "train/images_per_second": (
+            state.images / state.train_seconds if state.train_seconds > 0 else math.nan
+        ),
         "train/peak_memory_mb": peak_memory_mb(device),
         "train/steps": float(result.steps),
         "train/epochs_done": result.epochs_done,

@@ -1,6 +1,12 @@
-"""SIGTERM and SIGINT end a job the same way: `Interrupted` is raised in the main thread, the
-code in flight closes what it opened (the MLflow run KILLED, the sweep's parent run, an Optuna
-trial failed and re-queued), and the command prints one line and exits 128 + the signal.
+"""SIGTERM, SIGINT and SIGUSR1 end a job the same way: `Interrupted` is raised in the main
+thread, the code in flight closes what it opened (the MLflow run KILLED, the sweep's parent run,
+an Optuna trial failed and re-queued), and the command prints one line and exits 128 + the
+signal. Inside `deferred()` (a store write, a training loop that checkpoints) the signal only
+marks the stop as requested (`stop_requested`) and takes effect when the block ends.
+
+SIGUSR1 is what SLURM sends ahead of a time limit or preemption (`sbatch --signal=USR1@90`). A
+launcher's own handler of SIGUSR1 or SIGUSR2 (submitit's: checkpoint the job, requeue it, exit)
+is chained: it runs once the job has reached a point where it can stop, after its checkpoint.
 
 A second signal, or cleanup that outlasts `GRACE_SECONDS`, ends the process at once: a later
 start marks what is left RUNNING as the runs of a dead process.
@@ -28,15 +34,18 @@ __all__ = [
     "install",
     "received",
     "reset",
+    "stop_requested",
 ]
 
 GRACE_SECONDS = 20.0  # SLURM sends SIGKILL 30 s (KillWait) after SIGTERM by default
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+PREEMPTION = (signal.SIGUSR1, signal.SIGUSR2)  # SLURM's and submitit's advance notices
 
 _received: int | None = None
 _deferring = 0
 _pending = False
 _deadline: threading.Timer | None = None
+_chained: dict[int, Any] = {}  # a launcher's preemption handler, by signal
 
 
 class Interrupted(KeyboardInterrupt):
@@ -61,6 +70,11 @@ def received() -> int | None:
     return _received
 
 
+def stop_requested() -> bool:
+    """Whether a signal asked this process to stop (a loop polls it inside `deferred`)."""
+    return _received is not None
+
+
 def _program() -> str:
     return Path(sys.argv[0]).name or "tradeoff"
 
@@ -81,22 +95,51 @@ def _handler(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def _chain(signum: int, frame: Any) -> None:
+    """A launcher's preemption handler, run once the code in flight can stop (`deferred`)."""
+    global _received, _pending
+    if _deferring:
+        _received = signum if _received is None else _received
+        _pending = True
+        return
+    _chained[signum](signum, frame)
+
+
+def _install_preemption() -> None:
+    """SIGUSR1 stops the job like SIGTERM; a launcher's handler of SIGUSR1 or SIGUSR2 is
+    chained (`_chain`)."""
+    for sig in PREEMPTION:
+        current = signal.getsignal(sig)
+        if current in (_handler, _chain):
+            continue
+        if callable(current):
+            _chained[sig] = current
+            signal.signal(sig, _chain)
+        elif sig == signal.SIGUSR1 and current == signal.SIG_DFL:
+            signal.signal(sig, _handler)
+
+
 def handles(sig: int) -> bool:
     """Whether `sig` raises Interrupted in this process (`install` took it)."""
     return signal.getsignal(sig) is _handler
 
 
 def install() -> bool:
-    """Handle SIGTERM and SIGINT in this process (main thread only); False where it cannot or
-    where another handler than Python's default is already installed (a launcher's own, e.g.
-    submitit's, which it needs for requeueing)."""
+    """Handle SIGTERM, SIGINT and SIGUSR1 in this process (main thread only); False where it
+    cannot or where another handler than Python's default is already installed for SIGTERM or
+    SIGINT (a launcher's own, e.g. submitit's, which it needs for requeueing: its preemption
+    handler is then chained, see `_install_preemption`)."""
     if threading.current_thread() is not threading.main_thread():
         return False
+    _install_preemption()
     defaults = {signal.SIG_DFL, signal.default_int_handler, _handler}
-    if any(signal.getsignal(s) not in defaults for s in HANDLED):
+    # An ignored signal stays ignored: a shell starts background jobs with SIGINT ignored.
+    current = {s: signal.getsignal(s) for s in HANDLED}
+    if any(h not in defaults and h != signal.SIG_IGN for h in current.values()):
         return False
-    for sig in HANDLED:
-        signal.signal(sig, _handler)
+    for sig, handler in current.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(sig, _handler)
     return True
 
 
@@ -113,6 +156,8 @@ def deferred() -> Iterator[None]:
         if not _deferring and _pending:
             _pending = False
             assert _received is not None
+            if _received in _chained:  # the launcher checkpoints, requeues and exits
+                _chained[_received](_received, None)
             raise Interrupted(_received)
 
 

@@ -64,7 +64,17 @@ PARENT_RUN_FILE = "mlflow_parent_run.json"
 # Server stores: a job claiming a config looks for older claims twice, this far apart.
 CLAIM_SETTLE_SECONDS = 2.0
 # Keys that do not change what a run computes: left out of the config hash.
-_NON_SEMANTIC = ("tracking", "sweep", "hydra", "train.threads", "train.progress", "train.device")
+_NON_SEMANTIC = (
+    "tracking",
+    "sweep",
+    "hydra",
+    "train.threads",
+    "train.progress",
+    "train.device",
+    "train.compile",
+    "train.checkpoint_every",
+    "train.checkpoint_dir",
+)
 # The experiment of runs outside a named sweep (also their multirun folder: multirun/adhoc/).
 ADHOC_EXPERIMENT = "adhoc"
 ADHOC_DESCRIPTION = (
@@ -685,6 +695,31 @@ class RunTracker:
             mlflow.end_run()
         mlflow.start_run(run_id=self.run_id)
         return self.run_id
+
+    def resume(self, run_id: str) -> str:
+        """Reopen run `run_id` (stopped earlier, with a checkpoint) as this process's RUNNING
+        run: its `error` tag and note are removed, `tradeoff.host`/`tradeoff.pid` become this
+        process's and `tradeoff.resumed` counts the resumptions. Params are not logged again:
+        the config is the same."""
+        reap_dead_runs(self.client, self.experiment_id)
+        run = with_retries(self.client.get_run, run_id)
+        for key in ("error", NOTE):
+            if key in run.data.tags:
+                with_retries(self.client.delete_tag, run_id, key)
+        count = int(run.data.tags.get("tradeoff.resumed", "0")) + 1
+        for key, value in {**_process_tags(), "tradeoff.resumed": str(count)}.items():
+            with_retries(self.client.set_tag, run_id, key, value)
+        with_retries(self.client.update_run, run_id, status="RUNNING")
+        self.run_id = run_id
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.start_run(run_id=run_id)
+        return run_id
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which this run has logged metric `key`."""
+        history = with_retries(self.client.get_metric_history, self.run_id, key)
+        return {m.step for m in history}
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -8,11 +8,14 @@ It returns the final validation and test metrics, so sweepers can optimise any o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
 from . import (
+    checkpoint,
     resolvers,  # noqa: F401  (registers ${first_set:...} used in tradeoff/conf/)
     signals,
     watchdog,
@@ -36,9 +40,16 @@ from .degenerate import TAG as DEGENERATE
 from .degenerate import diameter, why_degenerate
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
+from .paths import writable_dir
 from .schedules import Schedule
 from .stores import store_failure
-from .tracking import RunTracker, check_tracking_uri, parent_run_id, resolve_tracking_uri
+from .tracking import (
+    RunTracker,
+    check_tracking_uri,
+    experiment_name,
+    parent_run_id,
+    resolve_tracking_uri,
+)
 
 log = logging.getLogger("tradeoff.train")
 
@@ -61,6 +72,8 @@ class Job:
     eps: tuple[float, ...]
     schedule: Schedule | None = None
     augment: Augment | None = None
+    amp: torch.dtype | None = None
+    train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _positive(value: Any) -> bool:
@@ -100,6 +113,18 @@ def _check_train(cfg: DictConfig) -> None:
             t.threads is None or (isinstance(t.threads, int) and t.threads >= 1),
             "null or an integer >= 1",
         ),
+        (
+            "train.checkpoint_every",
+            t.get("checkpoint_every", 0),
+            _count(t.get("checkpoint_every", 0)),
+            "an integer >= 0 (epochs between checkpoints; 0: only when a signal stops the run)",
+        ),
+        (
+            "train.amp",
+            t.get("amp"),
+            t.get("amp") in tuple(AMP),
+            "null or bf16 (float16 would need loss scaling, which tradeoff does not do)",
+        ),
     ]
     for key, value, ok, allowed in checks:
         if not ok:
@@ -115,6 +140,54 @@ def _check_train(cfg: DictConfig) -> None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    """An integer >= 0 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+AMP = {None: None, "bf16": torch.bfloat16}  # train.amp: the training forward's autocast dtype
+
+
+def _amp(cfg: DictConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `train.amp` on `device`: bf16 on the CPU (any torch) and on GPUs
+    that have it."""
+    amp = AMP[cfg.train.get("amp")]
+    if amp is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"train.amp=bf16 is invalid: {torch.cuda.get_device_name(device)} has no bfloat16; "
+            "set train.amp=null"
+        )
+    return amp
+
+
+def _compiler(cfg: DictConfig, device: torch.device) -> str | None:
+    """The torch.compile backend `train.compile` asks for (true: inductor), or None; refused
+    before training where it cannot work."""
+    value = cfg.train.get("compile", False)
+    if value is False or value is None:
+        return None
+    backend = "inductor" if value is True else value
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if not isinstance(backend, str) or backend not in backends:
+        raise ConfigError(
+            f"train.compile={value!r} is invalid: it must be true, false or a torch.compile "
+            f"backend ({', '.join(backends)})"
+        )
+    compilers = ("g++", "c++", "clang++")
+    cxx = os.environ.get("CXX")
+    if backend == "inductor" and device.type == "cpu" and not _which(cxx, *compilers):
+        raise ConfigError(
+            f"train.compile={value!r} on the CPU needs a C++ compiler for inductor (none of "
+            f"{', '.join(compilers)} found); install one, or set train.compile=aot_eager "
+            "(no code generation) or false"
+        )
+    return backend
+
+
+def _which(*names: str | None) -> str | None:
+    return next((shutil.which(n) for n in names if n and shutil.which(n)), None)
 
 
 def _check_numbers(cfg: DictConfig) -> None:
@@ -240,7 +313,11 @@ def build(cfg: DictConfig) -> Job:
         except ValueError as exc:
             raise ConfigError(f"augment: {exc} (data={cfg.data.name})") from None
     eps = tuple(float(e) for e in cfg.eval.eps)
-    return Job(data, model, loss, optimizer, device, eps, schedule, augment)
+    amp = _amp(cfg, device)
+    backend = _compiler(cfg, device)
+    # Only the training step runs compiled: evaluation and certificates walk `model` itself.
+    train_forward = torch.compile(model, backend=backend) if backend else None
+    return Job(data, model, loss, optimizer, device, eps, schedule, augment, amp, train_forward)
 
 
 # What fit adds to evaluate's metrics: per epoch, on the test split, and the run's cost.
@@ -269,24 +346,106 @@ def logged_metrics(cfg: DictConfig) -> set[str]:
     return names
 
 
+def checkpoint_folder(cfg: DictConfig) -> Path | None:
+    """`train.checkpoint_dir`, checked writable (None: checkpoints are off)."""
+    folder = cfg.train.get("checkpoint_dir", None)
+    if folder is None:
+        return None
+    return writable_dir(folder, "train.checkpoint_dir")
+
+
+@dataclass
+class _Checkpoints:
+    """The checkpoint of one run: `<train.checkpoint_dir>/<experiment>/<config hash>.pt`, what
+    it must hold to be resumed (the same store, a run that exists and has not finished), and
+    whether this process wrote one."""
+
+    path: Path
+    every: int
+    tracker: RunTracker
+    written: bool = False
+
+    def resumable(self) -> dict[str, Any] | None:
+        """The checkpoint to go on from, if there is one this run can resume."""
+        state = checkpoint.load(self.path)
+        if state is None:
+            return None
+        meta = state["meta"]
+        if meta.get("uri") != self.tracker.uri:
+            log.warning(
+                "checkpoint %s belongs to tracking store %s, not %s: starting over",
+                self.path,
+                meta.get("uri"),
+                self.tracker.uri,
+            )
+            return None
+        try:
+            run = self.tracker.client.get_run(meta["run_id"])
+        except Exception as exc:
+            log.warning("checkpoint %s: run %s is gone (%s): starting over", self.path, meta, exc)
+            return None
+        if run.info.lifecycle_stage == "deleted" or run.info.status == "FINISHED":
+            log.info(
+                "checkpoint %s: run %s is %s: starting over",
+                self.path,
+                run.info.run_id,
+                run.info.status if run.info.lifecycle_stage != "deleted" else "deleted",
+            )
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        state["meta"] = {
+            "run_id": self.tracker.run_id,
+            "uri": self.tracker.uri,
+            "config_hash": self.tracker.config_hash,
+        }
+        checkpoint.save(self.path, state)
+        self.written = True
+
+    def where(self, state: dict[str, Any]) -> str:
+        progress = state["progress"]
+        at = f"epoch {progress['epoch']}"
+        if progress["order"] is not None:
+            at = f"epoch {progress['epoch'] + 1}, batch {progress['batch']}"
+        return at
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train one configuration, log it to MLflow, return its final metrics.
 
     In a sweep (or with `tracking.resume=true`) a config that already has a FINISHED run is
-    skipped, and so is one another process is training (`RunTracker.claim`)."""
+    skipped, and so is one another process is training (`RunTracker.claim`). A config whose
+    run was stopped with a checkpoint (`train.checkpoint_dir`) goes on from it, in the same
+    MLflow run, unless `tracking.resume=false`."""
     threads = _threads(cfg)
     torch.set_num_threads(threads)
     allocator = tune_allocator()
     log.info("intra-op threads: %d, allocator: %s", threads, allocator)
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.get("uri")))
+    _check_train(cfg)
+    folder = checkpoint_folder(cfg)
     job = build(cfg)
     sweep_dir = None
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         sweep_dir = HydraConfig.get().sweep.dir
     tracker = RunTracker(cfg, parent_run_id=parent_run_id(sweep_dir))
+    saver = None
+    if folder is not None:
+        path = checkpoint.checkpoint_path(folder, experiment_name(cfg), tracker.config_hash)
+        saver = _Checkpoints(path, int(cfg.train.get("checkpoint_every", 0)), tracker)
     resume = cfg.tracking.get("resume", "auto")
     if not (resume is True or (resume == "auto" and sweep_dir is not None)):
-        return _train(cfg, job, tracker)
+        if saver is None:
+            return _train(cfg, job, tracker)
+        claim = tracker.claim()  # two identical runs must not share one checkpoint
+        if isinstance(claim, str):
+            log.warning("%s trains this config too: this run keeps no checkpoint", claim)
+            return _train(cfg, job, tracker)
+        try:
+            return _train(cfg, job, tracker, saver=saver, resume=resume is not False)
+        finally:
+            claim.release()
     twin = tracker.finished_twin()
     if twin is not None:
         log.info("skipping: this config already has FINISHED run %s", twin.info.run_id)
@@ -300,46 +459,75 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if twin is not None:
             log.info("skipping: this config already has FINISHED run %s", twin.info.run_id)
             return dict(twin.data.metrics)
-        return _train(cfg, job, tracker, server_claim=claim.path is None)
+        return _train(cfg, job, tracker, server_claim=claim.path is None, saver=saver)
     finally:
         claim.release()
 
 
+class Preempted(RuntimeError):
+    """The launcher (submitit) stopped the job to requeue it, after its checkpoint."""
+
+
 def _train(
-    cfg: DictConfig, job: Job, tracker: RunTracker, *, server_claim: bool = False
+    cfg: DictConfig,
+    job: Job,
+    tracker: RunTracker,
+    *,
+    server_claim: bool = False,
+    saver: _Checkpoints | None = None,
+    resume: bool = True,
 ) -> dict[str, float]:
     dev = job.device
     split = {
         name: (getattr(job.data, name).x.to(dev), getattr(job.data, name).y.to(dev))
         for name in ("train", "val", "test")
     }
-    tracker.start()
-    if server_claim:
-        holder = tracker.contested()
-        if holder is not None:
-            log.info("skipping: this config is being trained by run %s", holder)
-            return {}
+    state = saver.resumable() if saver is not None and resume else None
+    if state is not None:
+        tracker.resume(state["meta"]["run_id"])
+        log.info(
+            "resuming MLflow run %s from %s (%s)", tracker.run_id, saver.path, saver.where(state)
+        )
+        _log_missing_epochs(tracker, state["progress"]["history"])
+    else:
+        tracker.start()
+        if server_claim:
+            holder = tracker.contested()
+            if holder is not None:
+                log.info("skipping: this config is being trained by run %s", holder)
+                return {}
     log.info("MLflow run %s (%s)", tracker.run_id, tracker.uri)
     budget = cfg.train.get("budget_minutes")
+    # With checkpoints, a signal stops the loop at its next step, once it has checkpointed.
+    stopping = signals.deferred() if saver is not None else contextlib.nullcontext()
     try:
-        result = fit(
-            job.model,
-            job.loss,
-            job.optimizer,
-            split["train"],
-            split["val"],
-            split["test"],
-            epochs=None if budget is not None else int(cfg.train.epochs),
-            budget_seconds=None if budget is None else 60.0 * float(budget),
-            batch_size=int(cfg.train.batch_size),
-            seed=int(cfg.train.seed),
-            eps=job.eps,
-            on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
-            progress=cfg.train.progress,
-            schedule=job.schedule,
-            augment=job.augment,
-            grad_clip=cfg.train.get("grad_clip"),
-        )
+        with stopping:
+            result = fit(
+                job.model,
+                job.loss,
+                job.optimizer,
+                split["train"],
+                split["val"],
+                split["test"],
+                epochs=None if budget is not None else int(cfg.train.epochs),
+                budget_seconds=None if budget is None else 60.0 * float(budget),
+                batch_size=int(cfg.train.batch_size),
+                seed=int(cfg.train.seed),
+                eps=job.eps,
+                on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
+                progress=cfg.train.progress,
+                schedule=job.schedule,
+                augment=job.augment,
+                grad_clip=cfg.train.get("grad_clip"),
+                autocast=job.amp,
+                train_forward=job.train_forward,
+                resume=state,
+                checkpoint=saver.save if saver is not None else None,
+                checkpoint_every=saver.every if saver is not None else 0,
+                stop_requested=signals.stop_requested if saver is not None else None,
+            )
+            if result.interrupted:
+                log.info("checkpoint written to %s: the same command resumes the run", saver.path)
         final = {f"test/{k}": v for k, v in result.test.metrics.items()}
         final.update(result.cost)
         tracker.log_metrics(final, step=len(result.history))
@@ -355,15 +543,23 @@ def _train(
             tracker.log_models(job.model, export_vanilla(job.model))
     except KeyboardInterrupt as exc:
         orphaned = watchdog.orphaned()
-        tracker.end("KILLED", orphaned or exc)
+        _stopped(tracker, saver, orphaned or exc)
         if orphaned:  # a launcher's worker whose sweep died: take no further job
             logging.shutdown()
             os._exit(128 + signal.SIGTERM)
         raise
+    except SystemExit:  # submitit's requeue, after the checkpoint
+        name = signal.Signals(signals.received()).name if signals.received() else "its launcher"
+        _stopped(tracker, saver, Preempted(f"stopped by {name} and requeued"))
+        raise
     except Exception as exc:
         tracker.end("FAILED", exc)
+        if saver is not None:
+            checkpoint.remove(saver.path)
         raise
     tracker.end("FINISHED")
+    if saver is not None:
+        checkpoint.remove(saver.path)
     metrics = dict(result.history[-1])
     metrics.update(final)
     log.info(
@@ -372,6 +568,26 @@ def _train(
         final["test/mean_certificate"],
     )
     return metrics
+
+
+CHECKPOINTED: list[str] = []  # runs this process stopped with a checkpoint (for main's line)
+
+
+def _stopped(tracker: RunTracker, saver: _Checkpoints | None, why: BaseException) -> None:
+    """Close a run a signal stopped: KILLED, and with a checkpoint, tagged with its file."""
+    if saver is not None and saver.written and tracker.run_id is not None:
+        tracker.set_tags({"tradeoff.checkpoint": str(saver.path)})
+        CHECKPOINTED.append(tracker.run_id)
+    tracker.end("KILLED", why)
+
+
+def _log_missing_epochs(tracker: RunTracker, history: list[dict[str, float]]) -> None:
+    """Log the epochs a checkpoint holds that the run lacks: a checkpoint is written before
+    its epoch is logged, so a kill between the two loses no epoch."""
+    logged = tracker.logged_steps("train/loss")
+    for epoch, metrics in enumerate(history, start=1):
+        if epoch not in logged:
+            tracker.log_metrics(metrics, step=epoch)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -407,6 +623,11 @@ def main() -> None:
         signum = exc.signum if isinstance(exc, signals.Interrupted) else signal.SIGINT
         name = signal.Signals(signum).name
         message = f"stopped by {name}; runs in progress are marked KILLED"
+        if CHECKPOINTED:
+            message = (
+                f"stopped by {name}; runs in progress are checkpointed and marked KILLED: "
+                "the same command resumes them"
+            )
         print(f"{_program()}: {message}", file=sys.stderr)
         signals.exit_now(128 + signum)
 
