@@ -520,6 +520,41 @@ def test_killed_study_resumes_without_duplicates(workspace):
 
 
 @pytest.mark.slow
+def test_a_cost_is_a_third_objective(workspace):
+    """Accuracy, mean certificate and the run's training time: a study of 3 objectives, each
+    trial told the three values its run logged, the Pareto set over all three."""
+    objectives = [
+        ("val/accuracy", "maximize"),
+        ("val/mean_certificate", "maximize"),
+        ("train/seconds", "minimize"),
+    ]
+    listed = ",".join(f"{name}:{direction}" for name, direction in objectives)
+    space = "loss.tau=tag(log,interval(0.1,100))"
+    args = _study_cmd("cost", 3, "first", space, f"hydra.sweeper.objectives=[{listed}]")
+    proc = _cli(args, workspace)
+    study = _study(workspace, "cost")
+    assert [d.name.lower() for d in study.directions] == [d for _, d in objectives]
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    runs = _runs(workspace, "cost")
+    children = runs[runs["tags.tradeoff.role"] == "job"]
+    by_trial = {int(r["tags.optuna.trial"]): r for _, r in children.iterrows()}
+    for t in trials:
+        run = by_trial[t.number]
+        assert t.values == pytest.approx([run[f"metrics.{name}"] for name, _ in objectives])
+    (parent,) = runs[runs["tags.tradeoff.role"] == "sweep"].to_dict("records")
+    assert parent["tags.optuna.directions"] == "maximize,maximize,minimize"
+    assert parent["tags.optuna.objectives"] == "val/accuracy,val/mean_certificate,train/seconds"
+    pareto = yaml.safe_load((workspace / "multirun/cost/first/pareto.yaml").read_text())
+    assert pareto["objectives"] == [{n: d} for n, d in objectives]
+    assert {row["trial"] for row in pareto["pareto"]} == {t.number for t in study.best_trials}
+    for row in pareto["pareto"]:
+        assert list(row["values"]) == [name for name, _ in objectives]
+    header = next(ln for ln in proc.stdout.splitlines() if ln.lstrip().startswith("trial"))
+    assert header.split()[1:4] == [name for name, _ in objectives]
+
+
+@pytest.mark.slow
 def test_failing_trial_does_not_stop_the_study(workspace):
     name = "failing"
     cmd = _study_cmd(
