@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ._torch_private import parametrize_cache_enabled
 from .parametrizations import AOL_SIDES, AOLRescale, SpectralBjorck
 
 __all__ = ["AOLLinear", "SpectralLinear"]
@@ -47,7 +48,7 @@ class SpectralLinear(nn.Linear):
         # A training step mixes the layer's outputs by the n × n Björck polynomial instead of
         # forming the constrained weight (SpectralBjorck.linear); eval mode uses the cached one.
         weights = self.parametrizations.weight
-        if self.training and len(weights) == 1 and not parametrize._cache_enabled:
+        if self.training and len(weights) == 1 and not parametrize_cache_enabled():
             return weights[0].linear(x, weights.original, self.bias)
         return super().forward(x)
 

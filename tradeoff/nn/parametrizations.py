@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ._torch_private import functorch_transforms_active
 from .bjorck import spectral_bjorck, spectral_bjorck_linear
 from .operator_norm import REL_SLACK, TrackedConvNorm, gram_iteration_norm, tap_drift
 from .tracing import apply_function, full_precision, traced
@@ -74,11 +75,7 @@ class CachedParametrization(nn.Module):
             with torch.no_grad(), full_precision(weight.device.type):
                 self._cache = self.compute(weight)
             self._cache_key = key
-        if (
-            torch.is_grad_enabled()
-            and weight.requires_grad
-            and not torch._C._are_functorch_transforms_active()
-        ):
+        if torch.is_grad_enabled() and weight.requires_grad and not functorch_transforms_active():
             return _EvalWeight.apply(weight, self._cache, self)
         return self._cache
 

@@ -1,12 +1,15 @@
 """How the layers adapt to torch's execution modes: whether a tensor's data can be read
 directly (by NumPy or the package's C loops), autograd Functions applied without torch.func's
-per-call bookkeeping when no transform runs, and weights computed outside autocast."""
+per-call bookkeeping when no transform runs (`_torch_private.apply_function`), and weights
+computed outside autocast."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+from ._torch_private import apply_function, is_functorch_wrapped
 
 __all__ = ["apply_function", "autocast_enabled", "full_precision", "traced"]
 
@@ -15,17 +18,7 @@ def traced(t: torch.Tensor) -> bool:
     """True when `t` has no readable data: inside torch.func transforms (vmap, grad, jvp wrap
     it) or while torch.compile traces. Code that hands data to NumPy or C must take a path of
     plain torch ops then (without out= arguments, which the transforms' rules refuse)."""
-    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
-def apply_function(function: type[torch.autograd.Function], *args: object) -> object:
-    """`function.apply(*args)` for positional `args`, without what `Function.apply` does in
-    Python at every call to serve torch.func (signature binding, unwrapping dead wrappers):
-    tens of µs per layer on a training step's cold caches. While torch.func transforms are
-    active or torch.compile traces, `Function.apply` itself."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-        return function.apply(*args)
-    return super(torch.autograd.Function, function).apply(*args)
+    return torch.compiler.is_compiling() or is_functorch_wrapped(t)
 
 
 def autocast_enabled(device_type: str) -> bool:
