@@ -1,7 +1,7 @@
 """Björck orthonormalization: the fast (spectral) form computes deel-lip's iterations.
 
 Every test runs three ways (the `spectral_implementation` fixture of conftest.py): small
-weights wholly in C (`_spectral.c`, with torch's LAPACK), torch products with the scalar loops
+weights wholly in C (`_spectral.c`, after torch's eigh), torch products with the scalar loops
 in C, and torch products with the loops in NumPy.
 """
 

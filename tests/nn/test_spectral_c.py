@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tradeoff.nn import bjorck, spectral_bjorck
+from tradeoff.nn import bjorck, native, spectral_bjorck
 
 pytestmark = pytest.mark.skipif(
-    not bjorck._SYEVD, reason="no C kernel tradeoff.nn._spectral, or no LAPACK in torch's library"
+    native.spectral() is None, reason="the C kernel tradeoff.nn._spectral is not built"
 )
 
 
@@ -38,8 +38,8 @@ def test_small_weights_in_c_match_the_torch_path(shape, dtype, monkeypatch):
         u = torch.nn.functional.normalize(torch.randn(shape[0], generator=gen, dtype=dtype), dim=0)
         grad_out = torch.randn(shape, generator=gen, dtype=dtype)
         results = []
-        for syevd in (bjorck._SYEVD, 0):
-            monkeypatch.setattr(bjorck, "_SYEVD", syevd)
+        for small_max_side in (bjorck.SMALL_MAX_SIDE, 0):
+            monkeypatch.setattr(bjorck, "SMALL_MAX_SIDE", small_max_side)
             x = w.clone().requires_grad_()
             out, new_u = spectral_bjorck(x, u)
             (grad,) = torch.autograd.grad(out, x, grad_out)

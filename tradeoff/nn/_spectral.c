@@ -148,14 +148,6 @@ static PyObject *py_spectral_scalars(PyObject *self, PyObject *args) {
 
 /* ---- The whole map of a small weight: `_SpectralBjorckGram` forward and backward in C ---- */
 
-/* LAPACK's dsyevd with 32-bit integers, as torch's CPU library exports it (MKL on x86-64
- * builds); bjorck.py finds its address at import, and passes 0 where there is none (the small
- * path is then off). The two trailing lengths are gfortran's hidden string lengths; MKL ignores
- * them. */
-typedef void (*syevd_fn)(const char *, const char *, const int *, double *, const int *,
-                         double *, double *, const int *, int *, const int *, int *, size_t,
-                         size_t);
-
 static double load(const void *p, int is_double, Py_ssize_t i) {
     return is_double ? ((const double *)p)[i] : (double)((const float *)p)[i];
 }
@@ -208,49 +200,25 @@ CLONES static void mul_ab(const double *restrict a, const double *restrict b, Py
     }
 }
 
-/* q (n x n) with q[i][j] the i-th entry of the j-th eigenvector, as torch.linalg.eigh. */
-static int eigh(syevd_fn syevd, const double *restrict gram, Py_ssize_t n, double *restrict lam,
-                double *restrict q) {
-    int nn = (int)n, lwork = 1 + 6 * nn + 2 * nn * nn, liwork = 3 + 5 * nn, info = 0;
-    double *a = malloc((size_t)(n * n + lwork) * sizeof(double));
-    int *iwork = malloc((size_t)liwork * sizeof(int));
-    if (a == NULL || iwork == NULL) {
-        free(a);
-        free(iwork);
-        return -1000;
-    }
-    memcpy(a, gram, (size_t)(n * n) * sizeof(double)); /* symmetric: either layout */
-    syevd("V", "U", &nn, a, &nn, lam, a + n * n, &lwork, iwork, &liwork, &info, 1, 1);
-    for (Py_ssize_t i = 0; i < n; i++)
-        for (Py_ssize_t j = 0; j < n; j++) q[i * n + j] = a[j * n + i]; /* column-major */
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (lam[i] < 0.0) lam[i] = 0.0;
-    free(a);
-    free(iwork);
-    return info;
-}
-
 /* Forward of `_SpectralBjorckGram` (bjorck.py) for a (rows x cols) weight: the same steps,
- * with the products in float64 loops. Fills result (weight's dtype), new_u (u's dtype), v
- * (cols), q, diff, p (n x n), mu (n); returns sigma + eps, or NaN when dsyevd fails. */
-static double small_forward(syevd_fn syevd, const void *w, int w_double, Py_ssize_t rows,
-                            Py_ssize_t cols, const void *u0, int u_double, const double *settings,
-                            long max_power, long max_bjorck, void *result, void *new_u,
-                            double *restrict v, double *restrict q, double *restrict diff,
-                            double *restrict p, double *restrict mu) {
+ * with the products in float64 loops, from the eigenvalues lam (ascending, >= 0) and the
+ * eigenvectors q (row-major, q[i][j] the i-th entry of the j-th eigenvector, as
+ * torch.linalg.eigh gives them) of the short side's Gram matrix, which bjorck.py computes with
+ * torch.linalg.eigh. Fills result (weight's dtype), new_u (u's dtype), v (cols), diff, p
+ * (n x n), mu (n); returns sigma + eps, or NaN when out of memory. */
+static double small_forward(const double *restrict lam, const double *restrict q, const void *w,
+                            int w_double, Py_ssize_t rows, Py_ssize_t cols, const void *u0,
+                            int u_double, const double *settings, long max_power,
+                            long max_bjorck, void *result, void *new_u, double *restrict v,
+                            double *restrict diff, double *restrict p, double *restrict mu) {
     int transposed = rows > cols;
     Py_ssize_t n = transposed ? cols : rows, m = transposed ? rows : cols;
-    double *buf = malloc((size_t)(2 * n * m + 3 * n * n + 12 * n + m + 4) * sizeof(double));
+    double *buf = malloc((size_t)(2 * n * m + 2 * n * n + 11 * n + m + 4) * sizeof(double));
     if (buf == NULL) return NAN;
-    double *s = buf, *rs = s + n * m, *gram = rs + n * m, *lam = gram + n * n;
-    double *proj = lam + n, *scal = proj + n, *work = scal + 5 * n, *u = work + 3 * n;
+    double *s = buf, *rs = s + n * m;
+    double *proj = rs + n * m, *scal = proj + n, *work = scal + 5 * n, *u = work + 3 * n;
     double *tmp = u + m, *qa = tmp + n + 1, *qt = qa + n * n;
     load_short(w, w_double, rows, cols, s);
-    mul_abt(s, s, n, m, gram, rs); /* rs is free until the result */
-    if (eigh(syevd, gram, n, lam, q) != 0) {
-        free(buf);
-        return NAN;
-    }
     double uu = 0.0;
     for (Py_ssize_t i = 0; i < rows; i++) {
         u[i] = load(u0, u_double, i);
@@ -379,28 +347,25 @@ static int small_backward(const void *grad, int g_double, const void *w, int w_d
 }
 
 static PyObject *py_small_forward(PyObject *self, PyObject *args) {
-    unsigned long long syevd, w, u0, result, new_u, v, q, diff, p, mu;
+    unsigned long long lam, q, w, u0, result, new_u, v, diff, p, mu;
     int w_double, u_double;
     Py_ssize_t rows, cols;
     double settings[3];
     long max_power, max_bjorck;
-    if (!PyArg_ParseTuple(args, "KKpnnKpdddllKKKKKKK", &syevd, &w, &w_double, &rows, &cols, &u0,
-                          &u_double, &settings[0], &settings[1], &settings[2], &max_power,
-                          &max_bjorck, &result, &new_u, &v, &q, &diff, &p, &mu))
+    if (!PyArg_ParseTuple(args, "KKKpnnKpdddllKKKKKK", &lam, &q, &w, &w_double, &rows, &cols,
+                          &u0, &u_double, &settings[0], &settings[1], &settings[2], &max_power,
+                          &max_bjorck, &result, &new_u, &v, &diff, &p, &mu))
         return NULL;
     double scale;
     Py_BEGIN_ALLOW_THREADS
-    scale = small_forward((syevd_fn)(uintptr_t)syevd, (const void *)(uintptr_t)w, w_double,
-                          rows, cols, (const void *)(uintptr_t)u0, u_double, settings,
-                          max_power, max_bjorck, (void *)(uintptr_t)result,
-                          (void *)(uintptr_t)new_u, (double *)(uintptr_t)v,
-                          (double *)(uintptr_t)q, (double *)(uintptr_t)diff,
+    scale = small_forward((const double *)(uintptr_t)lam, (const double *)(uintptr_t)q,
+                          (const void *)(uintptr_t)w, w_double, rows, cols,
+                          (const void *)(uintptr_t)u0, u_double, settings, max_power,
+                          max_bjorck, (void *)(uintptr_t)result, (void *)(uintptr_t)new_u,
+                          (double *)(uintptr_t)v, (double *)(uintptr_t)diff,
                           (double *)(uintptr_t)p, (double *)(uintptr_t)mu);
     Py_END_ALLOW_THREADS
-    if (isnan(scale)) {
-        PyErr_SetString(PyExc_RuntimeError, "spectral_forward: dsyevd failed or out of memory");
-        return NULL;
-    }
+    if (isnan(scale)) return PyErr_NoMemory();
     return PyFloat_FromDouble(scale);
 }
 
@@ -554,8 +519,8 @@ static PyMethodDef methods[] = {
      "bjorck_multipliers(lam, n, eps, beta, max_iter, a, diff): data pointers of contiguous "
      "float64 buffers; fills a (n) and diff (n x n)."},
     {"spectral_forward", py_small_forward, METH_VARARGS,
-     "spectral_forward(syevd, w, w_double, rows, cols, u, u_double, eps_spectral, eps_bjorck, "
-     "beta, max_power, max_bjorck, result, new_u, v, q, diff, p, mu) -> sigma + eps."},
+     "spectral_forward(lam, q, w, w_double, rows, cols, u, u_double, eps_spectral, eps_bjorck, "
+     "beta, max_power, max_bjorck, result, new_u, v, diff, p, mu) -> sigma + eps."},
     {"spectral_backward", py_small_backward, METH_VARARGS,
      "spectral_backward(grad, g_double, w, w_double, rows, cols, u, u_double, v, q, diff, p, "
      "mu, scale, d_weight): the weight's gradient, in grad's dtype."},
@@ -578,7 +543,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_spectral",
 
 /* Bumped whenever a function's arguments change: tradeoff/nn/native.py refuses a build of an
  * older source (a stale editable install) instead of passing it the wrong arguments. */
-#define INTERFACE 2
+#define INTERFACE 3
 
 PyMODINIT_FUNC PyInit__spectral(void) {
     PyObject *m = PyModule_Create(&module);

@@ -7,15 +7,13 @@ import math
 import torch
 from torch import nn
 
+from . import native
 from .tracing import apply_function, traced
 
 __all__ = ["Abs", "FullSort", "GroupSort", "GroupSort2", "Householder", "MaxMin"]
 
 
-try:
-    from . import _pairsort  # C loops built by setup.py (see _pairsort.c)
-except ImportError:  # not built, e.g. no C compiler at install time: torch ops, same results
-    _pairsort = None
+_pairsort = native.pairsort()  # C loops built by setup.py (_pairsort.c), or None: torch ops
 
 FUSED_GROUPSORT: bool = _pairsort is not None
 """True when GroupSort2 runs on the fused C loops (one pass forward, one backward) for
@@ -24,8 +22,9 @@ contiguous float32/float64 CPU tensors; otherwise, and for any other tensor, on 
 
 def groupsort2_implementation() -> str:
     """What GroupSort2 runs on here, in words (the bench prints it)."""
-    if _pairsort is None:
-        return "torch ops (the fused C kernel is not built; see setup.py)"
+    if _pairsort is None or not native.allows("c"):
+        why = "not built; see setup.py" if _pairsort is None else "not allowed here"
+        return f"torch ops (the fused C kernel is {why})"
     return f"fused C kernel ({'OpenMP' if _pairsort.OPENMP else 'one thread, no OpenMP'})"
 
 
@@ -38,11 +37,14 @@ def _pairs(t: torch.Tensor) -> torch.Tensor:
 
 
 def _fusable(t: torch.Tensor) -> bool:
-    """Whether the C loops should take `t`: plain contiguous float32/64 CPU data, not empty,
-    and, where the kernel was built without OpenMP (one thread), only if torch would use one
-    thread too: on several threads, torch's three passes beat one single-threaded pass."""
+    """Whether the C loops should take `t`, the one place that decides between them and the
+    torch ops (the reference): the kernel built and allowed (`native.limited_to`), plain
+    contiguous float32/64 CPU data, not empty, and, where the kernel was built without OpenMP
+    (one thread), only if torch would use one thread too: on several threads, torch's three
+    passes beat one single-threaded pass."""
     return (
         _pairsort is not None
+        and native.allows("c")
         and not traced(t)
         and t.device.type == "cpu"
         and t.dtype in _FUSED_DTYPES

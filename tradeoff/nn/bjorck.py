@@ -12,23 +12,24 @@ The scalar recursions on the eigenvalues are ~200 operations on vectors of at mo
 hundred entries, where torch's per-operation overhead would dominate: they run in C
 (`_spectral.c`, built by setup.py), or in NumPy without it. A weight with a short side of at
 most `SMALL_MAX_SIDE` (the seed's 16×9 and 32×144 kernels and its 10×64 head) takes the whole
-map, forward and backward, in those C loops, with the eigendecomposition from the LAPACK that
-torch's CPU library carries (MKL builds): there, two dozen torch operations on a training
-step's cold caches cost more than the arithmetic.
+map, forward and backward, in those C loops, after one `torch.linalg.eigh`: there, two dozen
+torch operations on a training step's cold caches cost more than the arithmetic.
 
 A dense layer's training step need not form its weight at all (`spectral_bjorck_linear`): the
 constrained weight is an n × n matrix times the short side, so the layer's outputs (or inputs)
 are mixed by that n × n matrix after (before) the unconstrained product, which saves the long
 side's products wherever the batch has fewer rows than the long side.
+
+Which of these runs is decided in one place, `_path`; `power_iteration` and
+`bjorck_orthonormalize`'s iterations are the plain-torch reference they are tested against
+(`native.limited_to("torch")` makes the layers take it, `"numpy"` keeps C out).
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
-import os
-from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -36,9 +37,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import native
+from ._torch_private import functorch_transforms_active
 from .tracing import apply_function, autocast_enabled, full_precision, traced
-
-_spectral = native.spectral()  # C loops (_spectral.c), or None: torch ops and NumPy
 
 __all__ = [
     "bjorck_orthonormalize",
@@ -49,23 +49,7 @@ __all__ = [
 ]
 
 
-def _find_syevd() -> int:
-    """Address of LAPACK's dsyevd_ (32-bit integers) in torch's own CPU library where torch is
-    built with MKL (the x86-64 Linux wheels), else 0: the small-matrix path is then off."""
-    if _spectral is None or os.name != "posix" or not torch.backends.mkl.is_available():
-        return 0
-    for path in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
-        try:
-            lib = ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-            return ctypes.cast(lib.dsyevd_, ctypes.c_void_p).value or 0
-        except (OSError, AttributeError):
-            continue
-    return 0
-
-
-_SYEVD = _find_syevd()
-
-# Largest weights that take the whole map in C (`_spectral.c`: float64 loops, torch's LAPACK):
+# Largest weights that take the whole map in C (`_spectral.c`: float64 loops after eigh):
 # on a training step's cold caches, the ~25 torch operations of the general path cost more
 # than the arithmetic below these sizes (measured on 2 CPU threads, see `tradeoff-bench`).
 SMALL_MAX_SIDE = 32
@@ -73,13 +57,86 @@ SMALL_MAX_SIZE = 16384
 
 
 def spectral_implementation() -> str:
-    """What the spectral layers' eigenvalue forms run on here, in words (the bench prints it)."""
+    """What the spectral layers run on here and now, in words (the bench prints it)."""
+    if not native.allows("numpy"):
+        return "torch ops: deel-lip's power and Björck iterations (the reference)"
     mixing = "; dense training steps mix by the n x n factor"
-    if _spectral is None:
-        return "torch ops + NumPy loops (the C kernel is not built; see setup.py)" + mixing
-    if not _SYEVD:
-        return "torch ops + C loops (no LAPACK found in torch's library for small weights)" + mixing
+    if _kernel() is None:
+        why = "not built; see setup.py" if native.spectral() is None else "not allowed here"
+        return f"torch ops + NumPy loops (the C kernel is {why})" + mixing
     return f"C for weights with a side <= {SMALL_MAX_SIDE}, torch ops + C loops above" + mixing
+
+
+REFERENCE, GRAM, SMALL, FACTORED = "reference", "gram", "small", "factored"
+
+
+def _path(weight: torch.Tensor, u: torch.Tensor | None, x: torch.Tensor | None = None) -> str:
+    """How the spectral map of `weight` (taken as (shape[0], rest)) runs here: the one place
+    that decides it.
+
+    - REFERENCE: deel-lip's iterations in plain torch ops: off CPU, on traced tensors (torch.func,
+      torch.compile: NumPy and C cannot read them), for a short side above
+      `GRAM_FORM_MAX_SIDE`, or under `native.limited_to("torch")`;
+    - SMALL: the whole map in C (`_SmallSpectral`), for weights within `SMALL_MAX_SIDE` and
+      `SMALL_MAX_SIZE` when the kernel is built and allowed, outside torch.func transforms;
+    - FACTORED, given the input `x` of a dense layer's training step: the layer's outputs mixed
+      by an n × n matrix (`_SpectralLinearGram`) when x has fewer rows than the weight's long
+      side, x and the weight share a float dtype, and neither transforms nor autocast run;
+    - GRAM otherwise: one eigendecomposition (`_SpectralBjorckGram`, or `_BjorckSpectrum` for
+      `bjorck_orthonormalize`, which passes no `u`), scalar loops in C or NumPy.
+    """
+    rows = weight.shape[0] if weight.ndim else 0
+    if (
+        rows == 0
+        or weight.numel() == 0
+        or not native.allows("numpy")
+        or weight.device.type != "cpu"
+        or traced(weight)
+        or (u is not None and traced(u))
+        or min(rows, weight.numel() // rows) > GRAM_FORM_MAX_SIDE
+    ):
+        return REFERENCE
+    if u is None:
+        return GRAM
+    small = _small_fits(weight, u)
+    transforms = functorch_transforms_active()
+    if (
+        x is not None
+        and not small
+        and not transforms
+        and weight.ndim == 2
+        and x.dtype == weight.dtype
+        and x.dtype in _FLOATS
+        and x.ndim >= 1
+        and x.numel() < x.shape[-1] * max(weight.shape)
+        and not traced(x)
+        and not autocast_enabled("cpu")
+    ):
+        return FACTORED
+    return SMALL if small and not transforms else GRAM
+
+
+def _small_fits(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None = None) -> bool:
+    """Whether the C loops can take the whole map of `weight` (as (shape[0], rest)) or its
+    gradient: the kernel built and allowed, a small weight, float32/float64 data."""
+    size = weight.numel()
+    if weight.ndim < 1 or size == 0:
+        return False
+    rows = weight.shape[0]
+    return (
+        _kernel() is not None
+        and min(rows, size // rows) <= SMALL_MAX_SIDE
+        and size <= SMALL_MAX_SIZE
+        and weight.dtype in _FLOATS
+        and u.dtype in _FLOATS
+        and (grad is None or grad.dtype in _FLOATS)
+    )
+
+
+def _kernel() -> ModuleType | None:
+    """The C loops of `_spectral.c` when built and allowed (`native.limited_to`), else None:
+    the accelerator of the eigenvalue forms' scalar loops, whose fallback is NumPy."""
+    return native.spectral() if native.allows("c") else None
 
 
 @torch.no_grad()
@@ -112,12 +169,6 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 GRAM_FORM_MAX_SIDE = 96
 
 
-def _gram_form_applies(w: torch.Tensor) -> bool:
-    """On CPU, for a matrix whose short side is small, the eigenvalue forms pay; not on traced
-    tensors (torch.func, torch.compile), which their NumPy recursions cannot read."""
-    return w.device.type == "cpu" and min(w.shape) <= GRAM_FORM_MAX_SIDE and not traced(w)
-
-
 def spectral_bjorck(
     weight: torch.Tensor,
     u: torch.Tensor,
@@ -135,12 +186,13 @@ def spectral_bjorck(
     and the result has the kernel's shape.
     """
     settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
-    if _small_lean(weight, u):
+    path = _path(weight, u)
+    if path == SMALL:
         return apply_function(_SmallSpectral, weight, u, settings)
     if weight.ndim != 2:
         out, new_u = spectral_bjorck(weight.reshape(weight.shape[0], -1), u, *settings)
         return out.reshape(weight.shape), new_u
-    if _gram_form_applies(weight) and not traced(u):
+    if path == GRAM:
         out, new_u, *_ = apply_function(_SpectralBjorckGram, weight, u, *settings)
         return out, new_u
     new_u, v = power_iteration(weight.detach(), u, eps_spectral, max_power_iter)
@@ -161,7 +213,7 @@ def bjorck_orthonormalize(
     of the same iterations (`_bjorck_gram`), faster forward and backward; otherwise the
     iterations run as written.
     """
-    if _gram_form_applies(w):
+    if _path(w, None) == GRAM:
         return _bjorck_gram(w, eps, beta, max_iter)
     return _bjorck_direct(w, eps, beta, max_iter)
 
@@ -241,11 +293,12 @@ def _eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _multipliers(lam: torch.Tensor, eps: float, beta: float, max_iter: int) -> tuple:
     """`_bjorck_multipliers` on a float64 tensor, in C when built: (a, diff) tensors."""
     n = lam.shape[0]
-    if _spectral is None:
+    kernel = _kernel()
+    if kernel is None:
         a, diff = _bjorck_multipliers(lam.numpy(), eps, beta, max_iter)
         return torch.from_numpy(a), torch.from_numpy(diff)
     a, diff = lam.new_empty(n), lam.new_empty(n, n)
-    _spectral.bjorck_multipliers(
+    kernel.bjorck_multipliers(
         lam.contiguous().data_ptr(), n, eps, beta, max_iter, a.data_ptr(), diff.data_ptr()
     )
     return a, diff
@@ -263,10 +316,11 @@ def _spectral_scalars(
     `settings` = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter).
     """
     n = lam.shape[0]
-    if _spectral is not None:
+    kernel = _kernel()
+    if kernel is not None:
         out = lam.new_empty(5 * n + n * n)
         lam, proj = lam.contiguous(), proj.contiguous()
-        scale = _spectral.spectral_scalars(
+        scale = kernel.spectral_scalars(
             lam.data_ptr(), proj.data_ptr(), n, transposed, uu, *settings, out.data_ptr()
         )
         *vectors, diff = out.split([n] * 5 + [n * n])
@@ -489,7 +543,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
         max_bjorck_iter: int,
     ) -> tuple[torch.Tensor, ...]:
         settings = (eps_spectral, eps_bjorck, beta, max_power_iter, max_bjorck_iter)
-        if _small_path(weight, u0):
+        if _small_fits(weight, u0):
             result, new_u, state, scale = _small_forward(weight.detach(), u0.detach(), settings)
             views = _state_views(state, *weight.shape)
             return (result, new_u, *views, torch.tensor(scale, dtype=torch.float64))
@@ -527,7 +581,7 @@ class _SpectralBjorckGram(torch.autograd.Function):
         if grad is None:
             return (None,) * 7
         saved = ctx.saved_tensors
-        if _small_path(saved[0], saved[2], grad):
+        if _small_fits(saved[0], saved[2], grad):
             weight, _, u, *_, scale = saved
             state = torch.cat([t.flatten() for t in saved[3:8]])
             return (_small_backward(grad, weight, u, state, float(scale)), *(None,) * 6)
@@ -546,23 +600,9 @@ _FLOATS = (torch.float32, torch.float64)
 
 
 def factored_linear_applies(x: torch.Tensor, weight: torch.Tensor, u: torch.Tensor) -> bool:
-    """Whether `spectral_bjorck_linear` pays for the dense layer y = x·Wᵀ with `weight` W: on CPU,
-    for a short side within the eigenvalue forms' reach (and above the small C path's), when the
-    rows of `x` are fewer than the long side of W, so that mixing the n outputs (or inputs) by
-    an n × n matrix costs less than forming the constrained weight and its gradient; outside
-    torch.func transforms, torch.compile and autocast."""
-    return (
-        x.dtype == weight.dtype
-        and x.dtype in _FLOATS
-        and x.ndim >= 1
-        and x.numel() < x.shape[-1] * max(weight.shape)
-        and _gram_form_applies(weight)
-        and not _small_path(weight, u)
-        and not traced(x)
-        and not traced(u)
-        and not torch._C._are_functorch_transforms_active()
-        and not autocast_enabled("cpu")
-    )
+    """Whether `spectral_bjorck_linear` mixes the outputs of y = x·Wᵀ by an n × n matrix instead
+    of forming the constrained weight (`_path`'s FACTORED)."""
+    return _path(weight, u, x) == FACTORED
 
 
 def spectral_bjorck_linear(
@@ -587,30 +627,6 @@ def spectral_bjorck_linear(
     rows = x.reshape(-1, x.shape[-1])
     y, new_u = apply_function(_SpectralLinearGram, rows, weight, bias, u, settings)
     return y.view(*x.shape[:-1], y.shape[-1]), new_u
-
-
-class _FormedWeight(torch.autograd.Function):
-    """The constrained weight of a `_SpectralLinearGram` step, formed from its saved state, with
-    the derivative of `_SpectralBjorckGram`: the backward of a mixing step takes it when autograd
-    records the backward itself (create_graph), so that input gradients depend on the weight as
-    they do through the formed weight."""
-
-    @staticmethod
-    def forward(ctx, weight, state):
-        transposed, _, q, diff, p, mu, scale, u, v = state
-        short = weight.detach().double()
-        short = short.t() if transposed else short
-        result = ((p / scale) @ short).to(weight.dtype)
-        ctx.state = (transposed, q, diff, p, mu, scale, u.double(), v)
-        ctx.save_for_backward(weight)
-        return result.t() if transposed else result
-
-    @staticmethod
-    @once_differentiable  # its own derivative would miss the Gram state's: refuse it
-    def backward(ctx, grad):
-        (weight,) = ctx.saved_tensors
-        transposed, q, diff, p, mu, scale, u, v = ctx.state
-        return _formed_weight_grad(grad, weight, transposed, q, diff, p, mu, scale, u, v), None
 
 
 # Largest Björck multiplier at which `_SpectralLinearGram` mixes by P: float32 rounding of x·Wᵀ
@@ -638,8 +654,8 @@ class _SpectralLinearGram(torch.autograd.Function):
     matrix is taken in the weight's dtype as well (`_gram_state(exact=False)`): its rounding
     moves the result no more than the rounding of the formed weight does (tested). The weight
     that eval mode, bounds and certificates use is always formed in float64. A backward that
-    autograd records (create_graph) goes through the formed weight (`_FormedWeight`), so input
-    gradients depend on the weight as they do through the formed weight.
+    autograd records (create_graph) forms the weight again (`_SpectralBjorckGram`, from the same
+    u₀), so input gradients depend on the weight as they do through the formed weight.
     """
 
     @staticmethod
@@ -662,6 +678,7 @@ class _SpectralLinearGram(torch.autograd.Function):
         ctx.save_for_backward(x, weight, z)
         ctx.save_for_forward(x, weight, z)
         ctx.state = (g.transposed, factor, g.q, g.diff, g.p, g.mu, g.scale, g.new_u, g.v)
+        ctx.formed_from = (u0.clone(), *settings)  # the layer updates its u in place
         ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(g.new_u)
         ctx.set_materialize_grads(False)
@@ -674,7 +691,8 @@ class _SpectralLinearGram(torch.autograd.Function):
         x, weight, z = ctx.saved_tensors
         transposed, factor, q, diff, p, mu, scale, u, v = ctx.state
         if torch.is_grad_enabled():  # create_graph: the gradients as the formed weight gives them
-            y = torch.nn.functional.linear(x, apply_function(_FormedWeight, weight, ctx.state))
+            formed = apply_function(_SpectralBjorckGram, weight, *ctx.formed_from)[0]
+            y = torch.nn.functional.linear(x, formed)
             wanted = [t for t in (x, weight) if t.requires_grad]
             grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=True))
             dx, d_weight = (next(grads) if t.requires_grad else None for t in (x, weight))
@@ -725,23 +743,6 @@ class _SpectralLinearGram(torch.autograd.Function):
         return y_t, None
 
 
-def _small_path(weight: torch.Tensor, u: torch.Tensor, grad: torch.Tensor | None = None) -> bool:
-    """Whether the map of `weight`, taken as (shape[0], rest), runs on the C loops of
-    `_spectral.c` (small weights)."""
-    size = weight.numel()
-    if weight.ndim < 1 or size == 0:
-        return False
-    rows = weight.shape[0]
-    return (
-        _SYEVD != 0
-        and min(rows, size // rows) <= SMALL_MAX_SIDE
-        and size <= SMALL_MAX_SIZE
-        and weight.dtype in _FLOATS
-        and u.dtype in _FLOATS
-        and (grad is None or grad.dtype in _FLOATS)
-    )
-
-
 def _dense(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
@@ -753,18 +754,23 @@ def _small_forward(
 
     `weight` may have any shape: its C-order data is taken as (shape[0], rest), and the result
     has its shape. `state` (float64) holds what the backward reads: v, Q, the divided
-    differences, p and μ, laid out as `_state_views` splits them.
+    differences, p and μ, laid out as `_state_views` splits them. The eigendecomposition of the
+    short side's Gram matrix is torch's (`torch.linalg.eigh`, LAPACK); the C loops do the rest.
     """
     rows = weight.shape[0]
     cols = weight.numel() // rows
     w, u = _dense(weight), _dense(u0)
+    short = w.view(rows, cols).double()
+    lam, q = _eigh(short @ short.t() if rows <= cols else short.t() @ short)
     result, new_u = torch.empty_like(w), torch.empty_like(u)
     state = torch.empty(sum(_state_sizes(rows, cols)), dtype=torch.float64)
-    v, q, diff, p, mu = _state_pointers(state, rows, cols)
-    scale = _spectral.spectral_forward(
-        _SYEVD, w.data_ptr(), w.dtype == torch.float64, rows, cols, u.data_ptr(),
+    n = lam.shape[0]
+    state[cols : cols + n * n].view(n, n).copy_(q)  # Q row-major, where the backward reads it
+    v, q_at, diff, p, mu = _state_pointers(state, rows, cols)
+    scale = _kernel().spectral_forward(
+        lam.data_ptr(), q_at, w.data_ptr(), w.dtype == torch.float64, rows, cols, u.data_ptr(),
         u.dtype == torch.float64, *settings, result.data_ptr(), new_u.data_ptr(),
-        v, q, diff, p, mu,
+        v, diff, p, mu,
     )  # fmt: skip
     return result, new_u, state, scale
 
@@ -801,7 +807,7 @@ def _small_backward(
     cols = w.numel() // rows
     d_weight = torch.empty_like(g)
     v, q, diff, p, mu = _state_pointers(state, rows, cols)
-    _spectral.spectral_backward(
+    _kernel().spectral_backward(
         g.data_ptr(), g.dtype == torch.float64, w.data_ptr(), w.dtype == torch.float64,
         rows, cols, u.data_ptr(), u.dtype == torch.float64, v, q, diff, p, mu, scale,
         d_weight.data_ptr(),
@@ -848,14 +854,3 @@ class _SmallSpectral(torch.autograd.Function):
         w2, t2 = weight.reshape(rows, cols), weight_t.reshape(rows, cols)
         d_result = _result_tangent(w2, t2, new_u.double(), v, q, diff, p, scale, rows > cols)
         return d_result.view(weight.shape), None
-
-
-def _small_lean(weight: torch.Tensor, u: torch.Tensor) -> bool:
-    """Whether `_SmallSpectral` takes `weight` (of any shape): the small C path, untraced."""
-    return (
-        weight.device.type == "cpu"
-        and _small_path(weight, u)
-        and not traced(weight)
-        and not traced(u)
-        and not torch._C._are_functorch_transforms_active()
-    )

@@ -220,6 +220,7 @@ def _c_readable(t: torch.Tensor) -> bool:
     """Whether the C loops of `_spectral.c` can read `t` (a plain float32/float64 CPU tensor)."""
     return (
         _spectral is not None
+        and native.allows("c")
         and t.device.type == "cpu"
         and t.dtype in (torch.float32, torch.float64)
         and not traced(t)
