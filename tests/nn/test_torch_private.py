@@ -53,6 +53,7 @@ def test_without_the_apis_the_layers_take_their_plain_torch_paths(monkeypatch):
     torch.testing.assert_close(grad, expected_grad, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and the package
 def test_a_missing_api_warns_at_import_naming_it():
     code = (
         "import warnings, torch\n"
