@@ -3,6 +3,7 @@
 from tradeoff.report import load_runs, pareto_front, hypervolume, build_report
 runs = load_runs("tau_grid")                      # one row per FINISHED job run
 runs[runs.on_front]                                # the accuracy–certificate front
+seed_repeats(runs)                                 # one row per config: means over its seeds
 build_report("tau_grid")                           # reports/tau_grid.pdf
 """
 
@@ -14,7 +15,9 @@ from .frame import (
     front_table,
     hypervolume,
     load_runs,
+    nondominated,
     pareto_front,
+    seed_repeats,
 )
 from .pages import PAGE_TITLES
 from .pdf import build_report
@@ -32,7 +35,9 @@ __all__ = [
     "front_table",
     "hypervolume",
     "load_runs",
+    "nondominated",
     "pareto_front",
+    "seed_repeats",
     "summary_metrics",
     "sweep_summary",
 ]

@@ -3,6 +3,7 @@
 tradeoff-report tau_grid                       # reports/tau_grid.pdf (+ _front.png, _front.csv)
 tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
 tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
+tradeoff-report optuna_pareto --z train/seconds  # the hypervolume of three objectives
 
 The three files also become artifacts (`report/`) of the sweep parent runs of the runs drawn.
 """
@@ -63,13 +64,22 @@ def _parser() -> argparse.ArgumentParser:
         help=f"y objective (default: {DEFAULT_Y}), maximised; a cost or a loss is minimised",
     )
     parser.add_argument(
+        "--z",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="a further objective (repeat for more), e.g. train/seconds: the summary page gives "
+        "the hypervolume of all the objectives (x, y, z...), the pages draw y against x",
+    )
+    parser.add_argument(
         "--reference",
-        nargs=2,
+        nargs="+",
         type=float,
         default=None,
-        metavar=("X", "Y"),
-        help="hypervolume reference point (default: the worst corner: 0 on a maximised "
-        "axis, 1.1 x the largest value on a minimised one)",
+        metavar="V",
+        help="hypervolume reference point, one value per objective: X Y, then one per --z "
+        "(default: the worst corner: 0 on a maximised axis, 1.1 x the largest value on a "
+        "minimised one)",
     )
     parser.add_argument(
         "--include-degenerate",
@@ -109,7 +119,14 @@ def _held_messages() -> Iterator[logging.handlers.MemoryHandler]:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (`tradeoff-report`): exit 0 on success, 1 with a message if the
     runs cannot make a report, 2 for a bad command line."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.reference is not None and len(args.reference) != 2 + len(args.z):
+        parser.error(
+            f"--reference takes one value per objective, {2 + len(args.z)} here (x, y"
+            + "".join(f", {z}" for z in args.z)
+            + f"), got {len(args.reference)}"
+        )
     if argv is None:  # the console command: a stopped report removes its temporary files
         signals.install()
     with _held_messages() as held:
@@ -122,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                 x=args.x,
                 y=args.y,
                 reference=tuple(args.reference) if args.reference else None,
+                z=args.z,
                 attach=not args.no_attach,
                 include_degenerate=args.include_degenerate,
             )

@@ -21,7 +21,9 @@ MAX_CURVES = 10  # front runs drawn on the curve pages
 class ReportData:
     """Everything the pages draw: the runs, the chosen objectives and what was fetched."""
 
-    runs: pd.DataFrame  # FINISHED job runs with an `on_front` column
+    # FINISHED job runs, seed repeats folded into one row (frame.seed_repeats: `seeds`), with
+    # an `on_front` column
+    runs: pd.DataFrame
     experiments: list[str]
     x: str  # metric names, e.g. test/mean_certificate
     y: str
@@ -41,6 +43,23 @@ class ReportData:
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     # FINISHED runs tagged degenerate and left out of `runs` (reason in column `degenerate`)
     degenerate: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Further objectives (`--z`): the hypervolume of all of them, its reference point (one
+    # value per objective: x, y, *z) and how many rows no other dominates in all of them.
+    z: tuple[str, ...] = ()
+    z_cols: tuple[str, ...] = ()
+    reference_all: tuple[float, ...] = ()
+    hypervolume_all: float = float("nan")
+    nondominated_all: int = 0
+
+    @property
+    def repeats(self) -> bool:
+        """Whether some config was run with several seeds (its row holds their means)."""
+        return "seeds" in self.runs and bool((self.runs["seeds"] > 1).any())
+
+    @property
+    def run_count(self) -> int:
+        """FINISHED job runs drawn, each seed repeat counted."""
+        return int(self.runs["seeds"].sum()) if "seeds" in self.runs else len(self.runs)
 
     @functools.cached_property
     def varying(self) -> list[str]:
@@ -80,6 +99,8 @@ def curve_runs(data: ReportData) -> tuple[pd.DataFrame, str]:
     note = ""
     if len(keep) < len(front):
         note = f" Showing {len(keep)} of the {len(front)} front runs, spread along the front."
+    if data.repeats:
+        note += " A config run with several seeds is drawn by its first seed's run."
     return front.iloc[keep], note
 
 

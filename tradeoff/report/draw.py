@@ -8,11 +8,16 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
 from .data import ReportData
-from .frame import hyperparameters
+from .frame import hyperparameters, spread_column
 from .layout import header
 from .style import EXPERIMENT_MARKERS, RUN_LINESTYLES, family_colour, family_shades
 
-__all__ = ["run_legend", "run_styles", "scatter", "step_front"]
+__all__ = ["REPEATS_NOTE", "error_bars", "run_legend", "run_styles", "scatter", "step_front"]
+
+REPEATS_NOTE = (
+    " A config run with several seeds is one point, the mean of its seeds, with error bars of "
+    "one standard deviation over them; fronts go through the means."
+)
 
 
 def scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
@@ -28,6 +33,31 @@ def scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str
             linewidths=0.6,
             zorder=3,
             alpha=0.9,
+        )
+
+
+def error_bars(ax: Axes, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
+    """± one standard deviation over the seeds, in both directions, around each row that folds
+    several seed repeats (`frame.seed_repeats`); rows of one run get none."""
+    if "seeds" not in runs:
+        return
+    repeated = runs[runs["seeds"] > 1]
+    for family, group in repeated.groupby("loss_family", sort=False):
+        spreads = [
+            group[spread_column(c)].astype(float) if spread_column(c) in group else None
+            for c in (xcol, ycol)
+        ]
+        ax.errorbar(
+            group[xcol].astype(float),
+            group[ycol].astype(float),
+            xerr=spreads[0],
+            yerr=spreads[1],
+            fmt="none",
+            ecolor=family_colour(str(family)),
+            elinewidth=1.0,
+            capsize=2.5,
+            alpha=0.8,
+            zorder=2.8,
         )
 
 

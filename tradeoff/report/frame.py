@@ -2,10 +2,13 @@
 
 One row per FINISHED job run (tag `tradeoff.role=job`), with the columns `mlflow.search_runs`
 would give (`params.loss.tau`, `metrics.test/accuracy`, `tags.loss_family`, ...) plus a few
-plain ones (`run_id`, `experiment`, `status`, `run_name`, `loss_family`, `on_front`). The front
-and hypervolume come from `moocore`. Accuracy and robustness metrics are maximised; what a run
-spent (`train/seconds`, `train/peak_memory_mb`, `model/params`) and losses are minimised
-(`maximised`), so `--x train/seconds` draws the front of accuracy against cost.
+plain ones (`run_id`, `experiment`, `status`, `run_name`, `loss_family`, `config`, `on_front`).
+Runs whose configs differ only in `train.seed` share `config` (the config hash without the seed):
+they are seed repeats, which `seed_repeats` folds into one row of means and spreads. The front
+and hypervolume, of two objectives or more, come from `moocore`. Accuracy and robustness
+metrics are maximised; what a run spent (`train/seconds`, `train/peak_memory_mb`,
+`model/params`) and losses are minimised (`maximised`), so `--x train/seconds` draws the front
+of accuracy against cost.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "DEFAULT_X",
     "DEFAULT_Y",
     "REFERENCE",
+    "SEED_PARAM",
     "ReportError",
     "RunSelection",
     "check_store",
@@ -41,9 +45,12 @@ __all__ = [
     "load_runs",
     "maximised",
     "metric_column",
+    "nondominated",
     "pareto_front",
     "radius_label",
+    "seed_repeats",
     "select_runs",
+    "spread_column",
     "varying_params",
 ]
 
@@ -56,6 +63,9 @@ REFERENCE: tuple[float, float] = (0.0, 0.0)
 COST_METRICS = ("train/seconds", "train/peak_memory_mb", "model/params")
 # Metrics where less is better, besides losses; every other metric is maximised.
 _MINIMISED = ("train/seconds", "train/epoch_seconds", "train/peak_memory_mb", "model/params")
+
+# The param that tells seed repeats of one config apart.
+SEED_PARAM = "train.seed"
 
 _PAGE = 1000  # runs per search page
 
@@ -124,7 +134,10 @@ def _numeric_or_str(values: pd.Series) -> pd.Series:
 
 
 def _rows(client, experiment_ids: list[str], parent: str | None) -> list[dict]:
-    """Every job run of the experiments (any status), one flat dict each."""
+    """Every job run of the experiments (any status), one flat dict each, with `config`: the
+    hash of its params without the seed, as `tracking.config_hash` hashes a run's config."""
+    from ..tracking import config_hash
+
     filters = ["tags.`tradeoff.role` = 'job'"]
     if parent:
         filters.append(f"tags.`mlflow.parentRunId` = '{parent}'")
@@ -146,6 +159,7 @@ def _rows(client, experiment_ids: list[str], parent: str | None) -> list[dict]:
                 "status": info.status,
                 "run_name": info.run_name or tags.get("mlflow.runName", ""),
                 "loss_family": tags.get("loss_family") or data.params.get("loss.family", ""),
+                "config": config_hash({k: v for k, v in data.params.items() if k != SEED_PARAM}),
                 "parent_run_id": tags.get("mlflow.parentRunId"),
                 "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
                 "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True)
@@ -276,56 +290,118 @@ def maximised(metric: str) -> bool:
     return not (name in _MINIMISED or name.endswith("/loss"))
 
 
-def default_reference(df: pd.DataFrame, x: str, y: str) -> tuple[float, float]:
-    """The hypervolume's reference point: 0 on a maximised axis (the worst accuracy or radius),
-    and 1.1 × the largest value on a minimised one (cost has no natural worst value)."""
-    _, points = _points(df, x, y)
+def default_reference(df: pd.DataFrame, *metrics: str) -> tuple[float, ...]:
+    """The hypervolume's reference point for objectives `metrics`: 0 on a maximised axis (the
+    worst accuracy or radius), and 1.1 × the largest value on a minimised one (cost has no
+    natural worst value)."""
+    _, points = _points(df, *metrics)
     ref = []
-    for i, metric in enumerate((x, y)):
+    for i, metric in enumerate(metrics):
         worst = float(points[:, i].max()) if len(points) else 0.0
         ref.append(0.0 if maximised(metric) else 1.1 * worst if worst > 0 else 1.0)
-    return ref[0], ref[1]
+    return tuple(ref)
 
 
-def _points(df: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-    """(finite-row mask, the n×2 array of those rows' (x, y))."""
-    columns = [metric_column(df, x, required=False), metric_column(df, y, required=False)]
-    xy = df[columns].astype(float).to_numpy()
-    mask = np.isfinite(xy).all(axis=1) if len(xy) else np.zeros(0, dtype=bool)
-    return mask, xy[mask]
+def _points(df: pd.DataFrame, *metrics: str) -> tuple[np.ndarray, np.ndarray]:
+    """(finite-row mask, the n×k array of those rows' values of the k `metrics`)."""
+    columns = [metric_column(df, m, required=False) for m in metrics]
+    values = df[columns].astype(float).to_numpy()
+    mask = np.isfinite(values).all(axis=1) if len(values) else np.zeros(0, dtype=bool)
+    return mask, values[mask]
 
 
-def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
-    """True for the runs no other run dominates in `x` and `y`, each maximised or minimised
-    as `maximised` says.
+def nondominated(df: pd.DataFrame, objectives: Sequence[str]) -> pd.Series:
+    """True for the runs no other run dominates in `objectives` (two or more), each maximised
+    or minimised as `maximised` says.
 
-    Rows missing either metric are False. Duplicated front points are all kept (neither
-    dominates the other), so runs with identical results are all marked on the front.
+    Rows missing a metric are False. Duplicated points are all kept (neither dominates the
+    other), so runs with identical results are all marked.
     """
-    mask, points = _points(df, x, y)
+    mask, points = _points(df, *objectives)
     out = np.zeros(len(df), dtype=bool)
     if len(points):
-        directions = [maximised(x), maximised(y)]
+        directions = [maximised(m) for m in objectives]
         out[mask] = moocore.is_nondominated(points, maximise=directions, keep_weakly=True)
     return pd.Series(out, index=df.index, name="on_front")
 
 
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """True for the runs no other run dominates in `x` and `y` (`nondominated` of the two)."""
+    return nondominated(df, (x, y))
+
+
 def hypervolume(
-    df: pd.DataFrame, x: str, y: str, reference: Iterable[float] | None = REFERENCE
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    reference: Iterable[float] | None = REFERENCE,
+    *,
+    z: Sequence[str] = (),
 ) -> float:
-    """Area dominated by the runs' (x, y), each maximised or minimised as `maximised` says,
-    and bounded by `reference` (None: `default_reference`).
+    """Area (volume, with further objectives `z`) dominated by the runs' (x, y, *z), each
+    maximised or minimised as `maximised` says, and bounded by `reference`, one value per
+    objective (None: `default_reference`).
 
     The default reference (0, 0) is the worst corner for accuracy and certificate radii;
-    points not strictly better than the reference in both objectives add nothing.
+    points not strictly better than the reference in every objective add nothing.
     """
-    ref = [float(v) for v in (default_reference(df, x, y) if reference is None else reference)]
-    if len(ref) != 2 or not all(math.isfinite(v) for v in ref):
-        raise ReportError(f"the hypervolume reference must be two finite numbers, got {ref}")
-    _, points = _points(df, x, y)
+    objectives = (x, y, *z)
+    if reference is None:
+        reference = default_reference(df, *objectives)
+    ref = [float(v) for v in reference]
+    if len(ref) != len(objectives) or not all(math.isfinite(v) for v in ref):
+        raise ReportError(
+            f"the hypervolume reference must be {len(objectives)} finite numbers, one per "
+            f"objective ({', '.join(objectives)}), got {ref}"
+        )
+    _, points = _points(df, *objectives)
     if not len(points):
         return 0.0
-    return float(moocore.hypervolume(points, ref=ref, maximise=[maximised(x), maximised(y)]))
+    directions = [maximised(m) for m in objectives]
+    return float(moocore.hypervolume(points, ref=ref, maximise=directions))
+
+
+def spread_column(column: str) -> str:
+    """The column `seed_repeats` gives the standard deviation of metric column `column`."""
+    return "std." + column.removeprefix("metrics.")
+
+
+def seed_repeats(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per config: the runs of one experiment that differ only in their seed (same
+    `config`, distinct `train.seed`) become one row of the means of their metrics, with
+    `spread_column` holding each metric's sample standard deviation (NaN for a single run),
+    `seeds` how many runs and `seed_run_ids` their ids; the other columns are those of the
+    config's first run. A config with one seed keeps its row, and so do runs that repeat a seed
+    (or logged none): they are not seed repeats.
+
+    A metric one repeat lacks (or logged as ±inf) is averaged over the repeats that have it."""
+    seed = f"params.{SEED_PARAM}"
+    if runs.empty or "config" not in runs or seed not in runs:
+        return runs.assign(seeds=1, seed_run_ids=runs.get("run_id", pd.Series(dtype=str)))
+    metrics = [c for c in runs.columns if c.startswith("metrics.")]
+    keys = [c for c in ("experiment", "config") if c in runs]
+    rows = []
+    for _, group in runs.groupby(keys, sort=False, dropna=False):
+        seeds = group[seed].astype(str).where(group[seed].notna())
+        if len(group) > 1 and (seeds.isna().any() or seeds.duplicated().any()):
+            for _, single in group.iterrows():  # not seed repeats: each run its own row
+                rows.append(single.copy())
+                rows[-1]["seeds"], rows[-1]["seed_run_ids"] = 1, single["run_id"]
+            continue
+        row = group.iloc[0].copy()
+        row["seeds"] = len(group)
+        row["seed_run_ids"] = ",".join(group["run_id"].astype(str))
+        values = group[metrics].astype(float).where(np.isfinite(group[metrics].astype(float)))
+        if len(group) > 1:
+            row[metrics] = values.mean().where(values.notna().any(), group.iloc[0][metrics])
+        for col, std in values.std(ddof=1).items():
+            row[spread_column(col)] = std
+        rows.append(row)
+    order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
+    out = pd.DataFrame(rows).infer_objects()
+    out = out.iloc[np.argsort([order[r] for r in out["run_id"]], kind="stable")]
+    out["seeds"] = out["seeds"].astype(int)
+    return out.reset_index(drop=True)
 
 
 def load_runs(
@@ -340,10 +416,12 @@ def load_runs(
     """One row per FINISHED job run of `experiments` (children of `parent` if given), without
     the runs tagged degenerate unless `include_degenerate` (their reason: column `degenerate`).
 
-    Columns: run_id, experiment, experiment_id, status, run_name, loss_family, parent_run_id,
-    start_time, end_time, `params.*` (numeric where every value is a number), `metrics.*`
-    (the last value logged), `tags.*`, and `on_front`: whether the run is on the Pareto front
-    of (`x`, `y`) over all the runs (False when `x` or `y` is missing). Raises ReportError.
+    Columns: run_id, experiment, experiment_id, status, run_name, loss_family, `config` (the
+    config's hash without `train.seed`: seed repeats share it; `seed_repeats` folds them into
+    one row each), parent_run_id, start_time, end_time, `params.*` (numeric where every value
+    is a number), `metrics.*` (the last value logged), `tags.*`, and `on_front`: whether the
+    run is on the Pareto front of (`x`, `y`) over all the runs (False when `x` or `y` is
+    missing). Raises ReportError.
     """
     runs = select_runs(
         experiments, tracking_uri, parent, include_degenerate=include_degenerate
@@ -370,11 +448,15 @@ _UNLABELLED = ("tracking.", "hydra.", "sweep.", "train.threads", "train.progress
 
 def varying_params(runs: pd.DataFrame) -> list[str]:
     """The params besides the loss's that differ between `runs` (set in some, unset in others
-    counts): `optim.lr`, `model.layer`, ... — what front labels add to the loss's."""
+    counts): `optim.lr`, `model.layer`, ... — what front labels add to the loss's. Once seed
+    repeats are folded into one row (`seed_repeats`), the seed no longer tells rows apart."""
+    folded = "seeds" in runs and bool((runs["seeds"] > 1).any())
     out = []
     for col in sorted(c for c in runs.columns if c.startswith("params.")):
         key = col.removeprefix("params.")
         if key.startswith(("loss.", *_UNLABELLED)) or key in _UNLABELLED:
+            continue
+        if folded and key == SEED_PARAM:
             continue
         if runs[col].astype(str).where(runs[col].notna(), "").nunique() > 1:
             out.append(key)
@@ -437,7 +519,9 @@ def cra_columns(df: pd.DataFrame, split: str = "test") -> list[tuple[float, str]
 
 def front_table(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """The runs on the front of (x, y), most accurate first: run id, experiment, loss,
-    hyperparameters, y, x and the certified robust accuracy at each radius."""
+    hyperparameters, y, x and the certified robust accuracy at each radius. For rows that fold
+    seed repeats (`seed_repeats`, some with `seeds` > 1): the number of seeds after the
+    hyperparameters, and each metric's standard deviation over the seeds after the CRAs."""
     x_col, y_col = metric_column(runs, x), metric_column(runs, y)
     front = runs[pareto_front(runs, x, y)]
     front = front.sort_values([y_col, x_col], ascending=[False, True], kind="stable")
@@ -458,4 +542,9 @@ def front_table(runs: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
         name = col.removeprefix("metrics.")
         if name not in table.columns:
             table[name] = front[col].astype(float) if col in front else np.nan
+    if "seeds" in runs and (runs["seeds"] > 1).any():
+        table.insert(table.columns.get_loc("hyperparameters") + 1, "seeds", front["seeds"])
+        for name in [c for c in table.columns if "/" in c]:
+            spread = spread_column(name)
+            table[spread] = front[spread].astype(float) if spread in front else np.nan
     return table.reset_index(drop=True)

@@ -30,7 +30,9 @@ from .frame import (
     front_table,
     hypervolume,
     metric_column,
+    nondominated,
     pareto_front,
+    seed_repeats,
     select_runs,
 )
 from .pages import HERO, render
@@ -91,16 +93,21 @@ def _report_data(
     selection: RunSelection,
     x: str,
     y: str,
-    reference: tuple[float, float] | None,
+    reference: Sequence[float] | None,
     table_name: str,
+    z: Sequence[str] = (),
 ) -> tuple[ReportData, pd.DataFrame]:
-    """The pages' data and the front table, before the per-run artifacts are fetched."""
-    runs = selection.runs
+    """The pages' data and the front table, before the per-run artifacts are fetched: one row
+    per config, its seed repeats folded into their means (`frame.seed_repeats`)."""
+    runs = seed_repeats(selection.runs)
     x_col, y_col = metric_column(runs, x), metric_column(runs, y)
+    z_cols = tuple(metric_column(runs, m) for m in z)
     x, y = x_col.removeprefix("metrics."), y_col.removeprefix("metrics.")
     runs["on_front"] = pareto_front(runs, x_col, y_col)
-    if reference is None:
-        reference = default_reference(runs, x_col, y_col)
+    objectives = (x_col, y_col, *z_cols)
+    # One value per objective (checked by `hypervolume`); the first two bound the 2-d front's.
+    reference_all = tuple(reference or default_reference(runs, *objectives))
+    reference = reference_all[:2]
     data = ReportData(
         runs=runs,
         experiments=selection.experiments,
@@ -119,6 +126,11 @@ def _report_data(
         ),
         table_name=table_name,
         degenerate=_left_out(selection.degenerate, runs),
+        z=tuple(c.removeprefix("metrics.") for c in z_cols),
+        z_cols=z_cols,
+        reference_all=tuple(float(v) for v in reference_all),
+        hypervolume_all=hypervolume(runs, x_col, y_col, reference_all, z=z_cols),
+        nondominated_all=int(nondominated(runs, objectives).sum()),
     )
     return data, front_table(runs, x_col, y_col)
 
@@ -127,7 +139,8 @@ def _left_out(degenerate: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The degenerate runs that are not among `runs` (all, unless --include-degenerate)."""
     if degenerate.empty:
         return degenerate
-    return degenerate[~degenerate["run_id"].isin(runs["run_id"])]
+    drawn = set(runs["seed_run_ids"].str.split(",").explode()) if "seed_run_ids" in runs else set()
+    return degenerate[~degenerate["run_id"].isin(drawn | set(runs["run_id"]))]
 
 
 def _fetch_curves(selection: RunSelection, data: ReportData) -> None:
@@ -144,16 +157,22 @@ def build_report(
     parent: str | None = None,
     x: str = DEFAULT_X,
     y: str = DEFAULT_Y,
-    reference: tuple[float, float] | None = None,
+    reference: Sequence[float] | None = None,
     attach: bool = True,
     include_degenerate: bool = False,
+    z: Sequence[str] = (),
 ) -> Path:
     """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
     with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path. With
     `attach`, the three files also become artifacts (`report/`) of the sweep parent runs
     whose job runs the report draws (`--parent`'s run alone when given). `reference`: the
     hypervolume's reference point, by default `frame.default_reference` (0 for accuracy and
-    robustness, above the largest cost for a cost axis).
+    robustness, above the largest cost for a cost axis), one value per objective.
+
+    `z`: further objectives (e.g. `train/seconds`); the summary page gives the hypervolume of
+    all the objectives, x, y and `z`, and how many runs no other dominates in all of them; the
+    pages draw x against y. Seed repeats of a config (runs that differ only in `train.seed`)
+    are drawn as one point, their mean, with error bars of one standard deviation.
 
     Runs tagged degenerate (robust by doing nothing) are left out and listed on the summary
     page, unless `include_degenerate`.
@@ -165,7 +184,7 @@ def build_report(
         experiments, tracking_uri, parent, include_degenerate=include_degenerate
     )
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
-    data, table = _report_data(selection, x, y, reference, csv_path.name)
+    data, table = _report_data(selection, x, y, reference, csv_path.name, z)
     try:
         writable_dir(pdf_path.parent, "--out")
     except OutputDirError as exc:
@@ -195,7 +214,7 @@ def build_report(
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     if attach:
-        parents = sweep_parents(data.runs, selection.parent)
+        parents = sweep_parents(selection.runs, selection.parent)
         attach_report(selection.client, parents, (pdf_path, png_path, csv_path))
     return pdf_path
 

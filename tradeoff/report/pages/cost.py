@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from ..data import ReportData
-from ..draw import scatter, step_front
+from ..draw import REPEATS_NOTE, error_bars, scatter, step_front
 from ..frame import COST_METRICS, cra_columns, pareto_front, radius_label
 from ..labels import metric_label
 from ..layout import Page, add_legend, legend_handles, new_page
@@ -64,7 +64,7 @@ def page_cost(data: ReportData) -> Figure:
         "set, which also counts the data and, in a multirun sharing one process, the jobs "
         "before it) and its trainable parameters. Black steps: the front of each panel, the "
         "runs that no cheaper run beats. Log scale where a cost spans more than 20×."
-    )
+    ) + (REPEATS_NOTE if data.repeats else "")
     fig = new_page(TITLE, caption)
     axes = fig.subplots(len(rows), len(costs), squeeze=False, sharey="row")
     for r, (label, ycol) in enumerate(rows):
@@ -75,6 +75,7 @@ def page_cost(data: ReportData) -> Figure:
                 front = runs[pareto_front(runs, xcol, ycol)]
                 xs, ys = front[xcol].to_numpy(float), front[ycol].to_numpy(float)
                 step_front(ax, xs, ys, False, color=FRONT_COLOUR, lw=1.6, zorder=2)
+                error_bars(ax, runs, xcol, ycol)
                 scatter(ax, data, runs, xcol, ycol)
                 values = runs[xcol].astype(float)
                 if values.min() > 0 and values.max() > 20 * values.min():

@@ -9,12 +9,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..data import ReportData
-from ..draw import scatter, step_front
-from ..frame import (
-    cra_columns,
-    pareto_front,
-    radius_label,
-)
+from ..draw import REPEATS_NOTE, error_bars, scatter, step_front
+from ..frame import cra_columns, pareto_front, radius_label
 from ..labels import metric_label
 from ..layout import Page, add_legend, add_note, legend_handles, new_page
 from ..style import FRONT_COLOUR
@@ -31,7 +27,7 @@ def page_cra(data: ReportData) -> Figure:
         "Certified robust accuracy (CRA) at radius ε: the fraction of test samples classified "
         "correctly with a certificate larger than ε (an L2 radius in the input's pixel scale). "
         "One panel per configured radius; black steps: the front in that panel's plane."
-    )
+    ) + (REPEATS_NOTE if data.repeats else "")
     fig = new_page(TITLE, caption)
     if not radii:
         add_note(
@@ -53,6 +49,7 @@ def page_cra(data: ReportData) -> Figure:
                 lw=1.6,
                 zorder=2,
             )
+            error_bars(ax, runs, col, data.y_col)
             scatter(ax, data, runs, col, data.y_col)
         label = radius_label(eps)
         ax.set_title(f"ε = {label}" + (f" ≈ {eps:.3f}" if "/" in label else ""))

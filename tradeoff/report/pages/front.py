@@ -13,12 +13,8 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from ..data import ReportData, subset
-from ..draw import scatter, step_front
-from ..frame import (
-    hyperparameters,
-    maximised,
-    pareto_front,
-)
+from ..draw import REPEATS_NOTE, error_bars, scatter, step_front
+from ..frame import hyperparameters, maximised, pareto_front
 from ..labels import axis_hint, metric_label
 from ..layout import Page, add_legend, legend_handles, new_page
 from ..style import FRONT_COLOUR, family_colour
@@ -106,13 +102,18 @@ def page_front(data: ReportData) -> Figure:
     steps = "thick black steps and ringed points: "
     if several:
         steps = "Thin dashed steps: the front of each loss family; " + steps
+    points = f"{len(plotted)} runs"
+    if data.repeats:
+        points = f"{len(plotted)} configs of {data.run_count} runs"
     caption = (
-        f"Every FINISHED run with both metrics is a point ({len(plotted)} runs; colour = loss "
+        f"Every FINISHED run with both metrics is a point ({points}; colour = loss "
         "family" + (", marker = experiment" if len(data.experiments) > 1 else "") + "). "
         f"{steps[0].upper()}{steps[1:]}the overall front ({len(front)} runs), labelled with "
         f"their hyperparameters. Hypervolume of the overall front {data.hypervolume:.4f} "
         f"(reference point {ref})."
     )
+    if data.repeats:
+        caption += REPEATS_NOTE
     if len(labelled) < len(front):
         caption += (
             f" Labels on {len(labelled)} of the {len(front)} front runs, spread along the front;"
@@ -138,6 +139,7 @@ def page_front(data: ReportData) -> Figure:
         )
     fx, fy = front[data.x_col].to_numpy(float), front[data.y_col].to_numpy(float)
     step_front(ax, fx, fy, maximised(data.x), color=FRONT_COLOUR, lw=2.2, zorder=2.5)
+    error_bars(ax, plotted, data.x_col, data.y_col)
     scatter(ax, data, plotted, data.x_col, data.y_col)
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=4)
     ax.set_xlabel(metric_label(data.x, unit=True) + axis_hint(data.x, "robust"))

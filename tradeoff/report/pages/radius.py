@@ -10,10 +10,7 @@ from matplotlib.figure import Figure
 
 from ..data import ReportData, curve_runs
 from ..draw import run_legend, run_styles
-from ..frame import (
-    cra_columns,
-    radius_label,
-)
+from ..frame import cra_columns, radius_label
 from ..layout import Page, add_legend, add_note, new_page
 
 __all__ = ["PAGE", "TITLE", "page_radius"]

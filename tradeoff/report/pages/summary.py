@@ -8,10 +8,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..data import ReportData
-from ..frame import (
-    hypervolume,
-    maximised,
-)
+from ..frame import hypervolume, maximised
 from ..labels import metric_label, number, wrap
 from ..layout import Page, new_page
 
@@ -23,8 +20,10 @@ SKIPPED_LINES = 6  # skipped runs listed by name on the summary page
 
 
 def _run_line(row: pd.Series, data: ReportData) -> str:
+    seeds = int(row.get("seeds", 1))
+    run = f"run {row['run_id']}" if seeds == 1 else f"mean of {seeds} seeds, first {row['run_id']}"
     return (
-        f"{row['run_name']}  (run {row['run_id']}, {row['experiment']}):  "
+        f"{row['run_name']}  ({run}, {row['experiment']}):  "
         f"{metric_label(data.y)} {number(float(row[data.y_col]))}, "
         f"{metric_label(data.x)} {number(float(row[data.x_col]))}"
     )
@@ -58,11 +57,12 @@ def page_summary(data: ReportData) -> Figure:
     ax = fig.add_subplot()
     ax.set_axis_off()
     runs, plotted, front = data.runs, data.plotted, data.front
-    by_family = runs["loss_family"].value_counts()
+    seeds = runs["seeds"] if "seeds" in runs else pd.Series(1, index=runs.index)
+    by_family = seeds.groupby(runs["loss_family"]).sum()
     counts = ", ".join(f"{f} {by_family[f]}" for f in data.families() if f in by_family)
     per_experiment = ""
     if len(data.experiments) > 1:
-        by_exp = runs["experiment"].value_counts()
+        by_exp = seeds.groupby(runs["experiment"]).sum()
         per_experiment = "; " + ", ".join(f"{e} {by_exp.get(e, 0)}" for e in data.experiments)
     not_finished = {}
     for statuses in data.not_finished.values():
@@ -82,6 +82,8 @@ def page_summary(data: ReportData) -> Figure:
                 f"{family} {hypervolume(sub, data.x_col, data.y_col, data.reference):.4f}"
             )
     ref = f"({data.reference[0]:g}, {data.reference[1]:g})"
+    unit = "configs" if data.repeats else "runs"
+    repeated = seeds[seeds > 1]
     starts = runs["start_time"].dropna()
     span = (
         f"{starts.min():%Y-%m-%d %H:%M} to {starts.max():%Y-%m-%d %H:%M} UTC"
@@ -103,7 +105,14 @@ def page_summary(data: ReportData) -> Figure:
         ("Epochs", _values(runs, "params.train.epochs")),
         (
             "Runs",
-            f"{len(runs)} FINISHED job runs ({counts}{per_experiment})"
+            f"{data.run_count} FINISHED job runs ({counts}{per_experiment})"
+            + (
+                f"; {len(repeated)} configs run with several seeds ({int(repeated.sum())} runs), "
+                f"each drawn as one point, the mean of its seeds, with error bars of one "
+                f"standard deviation: {len(runs)} configs"
+                if data.repeats
+                else ""
+            )
             + (f"; not counted: {left_out}" if left_out else "")
             + (f"; {len(data.skipped)} skipped (listed below)" if len(data.skipped) else "")
             + (
@@ -115,11 +124,12 @@ def page_summary(data: ReportData) -> Figure:
         (
             "Objectives",
             f"x = {data.x} ({'max' if maximised(data.x) else 'min'}imised), "
-            f"y = {data.y} ({'max' if maximised(data.y) else 'min'}imised)",
+            f"y = {data.y} ({'max' if maximised(data.y) else 'min'}imised)"
+            + "".join(f", z = {z} ({'max' if maximised(z) else 'min'}imised)" for z in data.z),
         ),
         (
             "Pareto front",
-            f"{len(front)} of {len(plotted)} runs ("
+            f"{len(front)} of {len(plotted)} {unit} ("
             + ", ".join(f"{f} {front_fams[f]}" for f in data.families() if f in front_fams)
             + ")",
         ),
@@ -136,6 +146,7 @@ def page_summary(data: ReportData) -> Figure:
             "with the same metrics and reference point.",
         ),
         *([("Per family", "hypervolume " + ", ".join(hv_family))] if len(hv_family) > 1 else []),
+        *([_all_objectives(data)] if data.z else []),
         ("Bound tightness", _tightness(runs)),
         ("Runs started", span),
         ("Report written", f"{data.created:%Y-%m-%d %H:%M} UTC"),
@@ -165,6 +176,20 @@ def page_summary(data: ReportData) -> Figure:
         rows.append(("Degenerate runs", "\n".join(lines)))
     _key_values(ax, rows)
     return fig
+
+
+def _all_objectives(data: ReportData) -> tuple[str, str]:
+    """The summary's row for the hypervolume of every objective, x, y and `--z`."""
+    names = (data.x, data.y, *data.z)
+    ref = ", ".join(f"{v:g}" for v in data.reference_all)
+    return (
+        f"{len(names)}-d hypervolume",
+        f"{data.hypervolume_all:.6g}: the volume of the ({', '.join(names)}) space that the "
+        f"{'configs' if data.repeats else 'runs'} dominate, measured from the reference point "
+        f"({ref}): 0 on a maximised axis, 1.1 × the largest value on a minimised one unless "
+        f"--reference says otherwise. {data.nondominated_all} of {len(data.plotted)} are "
+        "non-dominated in all of them (the pages draw the first two).",
+    )
 
 
 def _key_values(ax: Axes, rows: list[tuple[str, str]], size: float = 10.5) -> None:

@@ -9,9 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 
 from ..data import ReportData
-from ..frame import (
-    radius_label,
-)
+from ..frame import radius_label, spread_column
 from ..labels import metric_label, number, wrap_words
 from ..layout import Page, add_note, new_page
 from ..style import family_colour
@@ -25,37 +23,51 @@ TABLE_ROWS = 20  # front runs per table page
 
 def table_pages(data: ReportData, table: pd.DataFrame) -> list[Figure]:
     """The front table (`frame.front_table`), TABLE_ROWS rows a page."""
-    cra = [c for c in table.columns if "/cra_eps_" in c]
+    cra = [c for c in table.columns if "/cra_eps_" in c and not c.startswith("std.")]
     show_exp = len(data.experiments) > 1
+    seeds = "seeds" in table
     header = (
         ["run id"]
         + (["experiment"] if show_exp else [])
-        + [
-            "loss",
-            "hyperparameters",
-            metric_label(data.y),
-            metric_label(data.x),
-        ]
+        + ["loss", "hyperparameters"]
+        + (["seeds"] if seeds else [])
+        + [metric_label(data.y), metric_label(data.x)]
         + [f"CRA {radius_label(float(c.rsplit('_', 1)[1]))}" for c in cra]
     )
+
+    def value(row: pd.Series, column: str) -> str:
+        """The mean, and ± its standard deviation over the seeds when there are several."""
+        spread = row.get(spread_column(column), np.nan)
+        if seeds and row["seeds"] > 1 and np.isfinite(spread):
+            return f"{number(row[column])} ± {number(spread)}"
+        return number(row[column])
+
     rows = []
     for _, r in table.iterrows():
         rows.append(
             [r["run_id"]]
             + ([r["experiment"]] if show_exp else [])
-            + [r["loss_family"], r["hyperparameters"] or "—", number(r[data.y]), number(r[data.x])]
-            + [number(r[c]) for c in cra]
+            + [r["loss_family"], r["hyperparameters"] or "—"]
+            + ([str(int(r["seeds"]))] if seeds else [])
+            + [value(r, data.y), value(r, data.x)]
+            + [value(r, c) for c in cra]
         )
     pages = []
     chunks = [rows[i : i + TABLE_ROWS] for i in range(0, len(rows), TABLE_ROWS)] or [[]]
     for n, chunk in enumerate(chunks):
         title = TITLE + (f" ({n + 1}/{len(chunks)})" if len(chunks) > 1 else "")
         caption = (
-            f"The {len(table)} runs on the overall front, most accurate first. Objectives: "
+            f"The {len(table)} {'configs' if seeds else 'runs'} on the overall front, most "
+            "accurate first. Objectives: "
             f"{data.y} and {data.x}; CRA = test certified robust accuracy at radius ε. "
             "Certificates and ε are L2 radii in the input's pixel scale. "
             f"The same table is beside the PDF as {data.table_name}."
         )
+        if seeds:
+            caption += (
+                " A config run with several seeds is one row: its first seed's run id, the "
+                "means over its seeds ± one standard deviation."
+            )
         fig = new_page(title, caption)
         ax = fig.add_subplot()
         ax.set_axis_off()
