@@ -367,15 +367,12 @@ def _conv_transpose_bound(layer: nn.ConvTranspose2d, shape: tuple[int, ...]) -> 
     return conv2d_operator_norm(layer.weight, out_size, padding=(2 * ph, 2 * pw))
 
 
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _pool_axes(pool: nn.Module, shape: tuple[int, ...]) -> list[list[tuple[list[int], int]]]:
     """The windows of each spatial axis of a torch pooling layer on inputs of `shape`."""
-    k, p = _pair(pool.kernel_size), _pair(pool.padding)
-    s = _pair(pool.stride) if pool.stride is not None else k
-    d = _pair(getattr(pool, "dilation", 1))
+    pair = pooling._pair
+    k, p = pair(pool.kernel_size), pair(pool.padding)
+    s = pair(pool.stride) if pool.stride is not None else k
+    d = pair(getattr(pool, "dilation", 1))
     return [
         pooling.pool_windows(int(shape[-2 + a]), k[a], s[a], p[a], d[a], pool.ceil_mode)
         for a in (0, 1)

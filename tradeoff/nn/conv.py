@@ -14,12 +14,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .parametrizations import AOLRescale, SpectralBjorck, deel_conv_coefficient
+from .pooling import _pair
 
 __all__ = ["AOLConv2d", "LipschitzConv2d", "SpectralConv2d", "same_padding"]
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def same_padding(

@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    """(v, v) for an int, else the first two entries of `v` as ints (a layer's 2-D geometry;
+    conv.py, bounds.py and rounding.py take it from here)."""
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
