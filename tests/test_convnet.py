@@ -16,9 +16,17 @@ from tradeoff.bounds import layer_bounds
 from tradeoff.certificates import lipschitz_bound
 from tradeoff.cost import parameter_count
 
-FAMILIES = ("spectral", "aol", "plain", "sll")
-# How far above 1 a constrained layer may measure: Björck stops at a tolerance.
-TOLERANCE = {"spectral": 1e-3, "aol": 1e-5, "sll": 1e-5}
+FAMILIES = ("spectral", "aol", "plain", "sll", "cpl", "sandwich", "cayley")
+# How far above 1 a constrained layer may measure: Björck stops at a tolerance; the Cayley
+# transform is computed in float32.
+TOLERANCE = {
+    "spectral": 1e-3,
+    "aol": 1e-5,
+    "sll": 1e-5,
+    "cpl": 1e-5,
+    "sandwich": 1e-4,
+    "cayley": 1e-4,
+}
 
 
 def _kinds(model: nn.Module) -> list[str]:
@@ -69,11 +77,27 @@ def test_bad_options_are_refused_naming_the_choices():
         zoo.create("convnet", depth=0)
 
 
-def test_sll_blocks_are_residual_with_an_aol_frame():
-    model = zoo.create("convnet", input_shape=(1, 8, 8), layer="sll", width=4, depth=2)
+@pytest.mark.parametrize(
+    "layer,block,frame",
+    [
+        ("sll", "SLLConv2d", {"AOLConv2d", "AOLLinear"}),
+        ("cpl", "CPLConv2d", {"AOLConv2d", "AOLLinear"}),
+        ("sandwich", "SandwichConv2d", {"CayleyConv2d", "InvertibleDownsampling", "Linear"}),
+    ],
+)
+def test_blocks_that_carry_their_activation_sit_in_their_frame(layer, block, frame):
+    model = zoo.create("convnet", input_shape=(1, 8, 8), layer=layer, width=4, depth=2)
     kinds = _kinds(model)
-    assert kinds.count("SLLConv2d") == 6 and "MaxMin" not in kinds
-    assert {k for k in kinds if k not in ("SLLConv2d", "Flatten")} == {"AOLConv2d", "AOLLinear"}
+    assert kinds.count(block) == 6 and "MaxMin" not in kinds
+    assert {k for k in kinds if k not in (block, "Flatten")} == frame
+
+
+def test_cayley_convnet_is_orthogonal_convolutions_and_a_cayley_head():
+    model = zoo.create("convnet", input_shape=(1, 7, 9), layer="cayley", width=4, depth=1)
+    kinds = _kinds(model)
+    assert kinds.count("CayleyConv2d") == 1 + 4 + 4  # stem, a 3×3 and a halving per block
+    assert kinds.count("InvertibleDownsampling") == 4 and kinds.count("ZeroPad2d") == 4
+    assert kinds[-1] == "Linear" and lipschitz_bound(model) == pytest.approx(1.0, abs=1e-4)
 
 
 def _randomized(layer: str, shape: tuple[int, int, int]) -> nn.Module:
@@ -99,6 +123,13 @@ def _measured(module: nn.Module, shape: tuple[int, ...]) -> float:
 NORM_CASES = [
     *[(layer, (1, 8, 8)) for layer in FAMILIES],
     *[(layer, (3, 7, 9)) for layer in FAMILIES if layer != "sll"],
+]
+# Measuring the newer families' layers (Fourier blocks, residual steps) takes 10-60 s each.
+NORM_CASES = [
+    pytest.param(*case, marks=pytest.mark.slow)
+    if case[0] in ("cpl", "sandwich", "cayley")
+    else case
+    for case in NORM_CASES
 ]
 
 

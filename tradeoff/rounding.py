@@ -45,7 +45,7 @@ from .bounds import (
     resolve_input_shape,
 )
 from .export import Residual
-from .nn import activations, conv, lot, pooling, residual, soc
+from .nn import activations, conv, cpl, lot, pooling, residual, soc
 from .nn.operator_norm import REL_SLACK, spectral_norm
 
 __all__ = ["ForwardError", "PrecisionError", "arithmetic", "forward_error", "unit_roundoff"]
@@ -223,7 +223,7 @@ def _leaf_error(
         return g * lip, g * eps * math.sqrt(out[0].numel())
     if cls is pooling.ScaledGlobalAvgPool2d:
         return _gamma(x.shape[-2] * x.shape[-1] + 3, u) * lip, 0.0
-    if cls in (residual.SLLLinear, residual.SLLConv2d):
+    if cls in (residual.SLLLinear, residual.SLLConv2d, cpl.CPLLinear, cpl.CPLConv2d):
         return _sll_error(leaf, x, out)
     if cls is soc.SOCConv2d:
         return _soc_error(leaf, x, out)
@@ -244,13 +244,16 @@ def _leaf_error(
 
 
 def _sll_error(
-    layer: residual.SLLLinear | residual.SLLConv2d, x: torch.Tensor, out: torch.Tensor
+    layer: residual.SLLLinear | residual.SLLConv2d | cpl.CPLLinear | cpl.CPLConv2d,
+    x: torch.Tensor,
+    out: torch.Tensor,
 ) -> tuple[float, float]:
     # h = x − 2·Wᵀ(t ⊙ relu(Wx + b)) with n + m products on any term's path (m inner units),
-    # a product by t and a subtraction: the error is γ·(|x| + 2|Wᵀ| t (|W||x| + |b|)).
+    # a product by t and a subtraction: the error is γ·(|x| + 2|Wᵀ| t (|W||x| + |b|)). A CPL
+    # layer, x − 2t·Wᵀrelu(Wx + b), has the same form with t its step over 2 for every unit.
     dtype, device = out.dtype, out.device
     w = layer.weight.detach()
-    if isinstance(layer, residual.SLLConv2d):
+    if w.ndim == 4:
         taps = layer.kernel_size**2
         n, m = layer.channels * taps, layer.inner_channels * taps
         a, kind = _abs_taps(w), "conv"

@@ -1,6 +1,7 @@
 """Provably 1-Lipschitz layers: constrained linear and convolutional layers, activations,
 pooling and residual blocks, each with an exact or sound Lipschitz bound."""
 
+from . import families
 from .activations import Abs, FullSort, GroupSort, GroupSort2, Householder, MaxMin
 from .bjorck import (
     bjorck_orthonormalize,
@@ -8,7 +9,9 @@ from .bjorck import (
     spectral_bjorck,
     spectral_bjorck_linear,
 )
+from .cayley import CayleyConv2d, CayleyOrthogonal, cayley_linear
 from .conv import AOLConv2d, LipschitzConv2d, SpectralConv2d
+from .cpl import CPLConv2d, CPLLinear
 from .linear import AOLLinear, SpectralLinear
 from .lot import LOTConv2d, lot_conv, lot_linear
 from .parametrizations import AOLRescale, SpectralBjorck
@@ -18,8 +21,8 @@ from .pooling import (
     ScaledGlobalAvgPool2d,
     ScaledL2NormPool2d,
 )
-from . import families
 from .residual import Residual, SLLConv2d, SLLLinear
+from .sandwich import SandwichConv2d, SandwichLinear
 from .soc import SOCConv2d, soc_conv, soc_linear
 
 __all__ = [
@@ -27,6 +30,10 @@ __all__ = [
     "AOLLinear",
     "AOLRescale",
     "Abs",
+    "CPLConv2d",
+    "CPLLinear",
+    "CayleyConv2d",
+    "CayleyOrthogonal",
     "FullSort",
     "GroupSort",
     "GroupSort2",
@@ -35,9 +42,12 @@ __all__ = [
     "LOTConv2d",
     "LipschitzConv2d",
     "MaxMin",
+    "Residual",
     "SLLConv2d",
     "SLLLinear",
     "SOCConv2d",
+    "SandwichConv2d",
+    "SandwichLinear",
     "ScaledAvgPool2d",
     "ScaledGlobalAvgPool2d",
     "ScaledL2NormPool2d",
@@ -45,6 +55,8 @@ __all__ = [
     "SpectralConv2d",
     "SpectralLinear",
     "bjorck_orthonormalize",
+    "cayley_linear",
+    "families",
     "lot_conv",
     "lot_linear",
     "power_iteration",
