@@ -231,7 +231,7 @@ def test_seed_repeats_of_a_real_sweep_are_drawn_as_means_with_error_bars(seeds_s
     assert f"{hv:.4f}" in summary  # the front's hypervolume is that of the means
     hv3 = hypervolume(folded, X, Y, None, z=[Z])
     assert f"{hv3:.6g}" in summary
-    assert "mean of its seeds, with error bars" in " ".join(_pdftotext(pdf, 2).split())
+    assert "one point at their mean, error bars ± 1 std" in " ".join(_pdftotext(pdf, 2).split())
     assert "±" in _pdftotext(pdf, 7)
     assert _pages(pdf) == 8
     # The sweep's parent run: the same front over the means (it has no third objective).

@@ -99,8 +99,6 @@ def curve_runs(data: ReportData) -> tuple[pd.DataFrame, str]:
     note = ""
     if len(keep) < len(front):
         note = f" Showing {len(keep)} of the {len(front)} front runs, spread along the front."
-    if data.repeats:
-        note += " A config run with several seeds is drawn by its first seed's run."
     return front.iloc[keep], note
 
 

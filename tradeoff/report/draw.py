@@ -12,12 +12,17 @@ from .frame import hyperparameters, spread_column
 from .layout import header
 from .style import EXPERIMENT_MARKERS, RUN_LINESTYLES, family_colour, family_shades
 
-__all__ = ["REPEATS_NOTE", "error_bars", "run_legend", "run_styles", "scatter", "step_front"]
+__all__ = [
+    "REPEATS_NOTE",
+    "error_bars",
+    "run_legend",
+    "run_legend_title",
+    "run_styles",
+    "scatter",
+    "step_front",
+]
 
-REPEATS_NOTE = (
-    " A config run with several seeds is one point, the mean of its seeds, with error bars of "
-    "one standard deviation over them; fronts go through the means."
-)
+REPEATS_NOTE = " Seeds of one config: one point at their mean, error bars ± 1 std."
 
 
 def scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
@@ -69,6 +74,11 @@ def step_front(
     order = np.lexsort((-ys, xs))
     style = "steps-pre" if x_max else "steps-post"
     ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], drawstyle=style, **kwargs)
+
+
+def run_legend_title(data: ReportData) -> str:
+    """The title of the front runs' legend: whose run id a row of several seeds shows."""
+    return "front run · run id" + (" of its first seed" if data.repeats else "")
 
 
 def _run_handle(style: dict[str, object], label: str, lw: float, ms: float) -> Line2D:

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..data import ReportData, curve_runs
-from ..draw import run_legend, run_styles
+from ..draw import run_legend, run_legend_title, run_styles
 from ..labels import metric_label
 from ..layout import Page, add_legend, add_note, new_page
 
@@ -71,7 +71,7 @@ def page_curves(data: ReportData) -> Figure:
             ax.set_xticks(range(1 if last > 0 else 0, last + 1))
         ax.set_xlim(0.5 if last > 0 else -0.5, last + 0.5)
         ax.margins(y=0.1)
-    add_legend(fig, run_legend(data, runs, styles, lw=1.6, ms=5), title="front run · run id")
+    add_legend(fig, run_legend(data, runs, styles, lw=1.6, ms=5), title=run_legend_title(data))
     return fig
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..data import ReportData, curve_runs
-from ..draw import run_legend, run_styles
+from ..draw import run_legend, run_legend_title, run_styles
 from ..frame import cra_columns, radius_label
 from ..layout import Page, add_legend, add_note, new_page
 
@@ -103,7 +103,7 @@ def page_radius(data: ReportData) -> Figure:
     ax.set_xlabel("radius ε (L2 distance, input pixel scale)")
     ax.set_ylabel("test certified robust accuracy")
     shown = runs[[data.certificates.get(r) is not None for r in runs["run_id"]]]
-    add_legend(fig, run_legend(data, shown, styles, lw=1.8, ms=6), title="front run · run id")
+    add_legend(fig, run_legend(data, shown, styles, lw=1.8, ms=6), title=run_legend_title(data))
     return fig
 
 
