@@ -24,6 +24,7 @@ from tradeoff.bench.models import (
     torchlip_status,
 )
 from tradeoff.bench.timing import Case, interleaved
+from tradeoff.nn import native
 
 MODEL_WHATS = ("train step", "eval forward")
 SWEEP_PIECES = (
@@ -86,9 +87,10 @@ def test_quick_run_writes_every_row(quick_run):
     assert set(rows) == _expected_rows()
     assert len(rows) == len(doc["rows"])  # no duplicates
     installed, _ = torchlip_status()
+    built = native.available("c")
     for key, r in rows.items():
         assert {"name", "what", "median_ms", "min_ms", "max_ms", "ratio_to_plain", "n"} <= set(r)
-        if key[1] == TORCHLIP and not installed:
+        if (key[1] == TORCHLIP and not installed) or (key[1].endswith("[C]") and not built):
             assert r["median_ms"] is None and "not" in r["note"]
             continue
         assert r["n"] >= 1
@@ -102,6 +104,9 @@ def test_quick_run_writes_every_row(quick_run):
     # The command's own output: the table, the machine, the equivalence checks, the targets.
     assert "median ms" in proc.stdout and "machine:" in proc.stdout
     assert "seed_conv equivalence:" in proc.stdout and "targets (issue 6):" in proc.stdout
+    # Each accelerator beside its torch-only path, in the same run.
+    for variant in ("spectral [torch]", "spectral [C]", "plain+gs2 [torch]", "plain+gs2 [C]"):
+        assert f"seed_conv     {variant}" in proc.stdout
 
 
 @pytest.mark.slow

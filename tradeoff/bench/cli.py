@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"deel-torchlip: {machine['deel_torchlip']} | GroupSort2: {machine['groupsort2']}")
     print(f"spectral layers: {machine['spectral']}")
+    print(
+        "variants: [torch] plain-torch references only, [NumPy] also the spectral layers' "
+        "eigenvalue forms with NumPy loops (an install without a C compiler), [C] also the C "
+        "kernels; no suffix: whatever is built"
+    )
     load, end = machine["load_average"], machine.get("load_average_end")
     if load and end:
         print(

@@ -8,6 +8,12 @@ models, so it computes the same shapes with the same arithmetic minus the constr
 `plain+gs2` is the same unconstrained network with the constrained models' GroupSort2 in place
 of ReLU: between the three, the table separates what the activation costs from what the weight
 constraints cost.
+
+A suffix names the accelerators a variant may use (`tradeoff.nn.native.limited_to`): `[torch]`
+the plain-torch references only, `[NumPy]` also the spectral layers' eigenvalue forms with
+their loops in NumPy (what an install without a C compiler runs), `[C]` also the C kernels.
+A variant without a suffix uses whatever is built. Side by side in one run, they show what
+each accelerator earns.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .. import nn as lnn
 from .. import zoo
 
 __all__ = [
+    "ACCELERATOR_SUFFIXES",
     "LIPCONVNET_VARIANTS",
     "PLAIN_GS2",
     "PLAIN_MODULES",
@@ -30,17 +37,37 @@ __all__ = [
     "TORCHLIP",
     "build",
     "check_equivalent",
+    "split_variant",
     "torchlip_seed_conv",
     "torchlip_status",
 ]
 
 TORCHLIP = "deel-torchlip"
 PLAIN_GS2 = "plain+gs2"
-SEED_CONV_VARIANTS = ("plain", PLAIN_GS2, "spectral", "aol", TORCHLIP)
-LIPCONVNET_VARIANTS = ("plain", PLAIN_GS2, "spectral", "aol")
-# What the unconstrained twin may contain: standard layers and parameter-free pooling.
+ACCELERATOR_SUFFIXES = {"torch": "torch", "NumPy": "numpy", "C": "c"}  # [suffix] -> native's name
+SEED_CONV_VARIANTS = (
+    "plain",
+    f"{PLAIN_GS2} [torch]",
+    f"{PLAIN_GS2} [C]",
+    "spectral [torch]",
+    "spectral [NumPy]",
+    "spectral [C]",
+    "aol",
+    TORCHLIP,
+)
+LIPCONVNET_VARIANTS = (
+    "plain",
+    f"{PLAIN_GS2} [torch]",
+    f"{PLAIN_GS2} [C]",
+    "spectral [torch]",
+    "spectral [C]",
+    "aol",
+)
+# What the unconstrained twin may contain: standard layers, parameter-free pooling and padding
+# (the zoo's plain `same` convolutions on strided maps pad with nn.ZeroPad2d).
 PLAIN_MODULES: tuple[type[nn.Module], ...] = (
     nn.Conv2d,
+    nn.ZeroPad2d,
     nn.Linear,
     nn.ReLU,
     nn.Flatten,
@@ -49,6 +76,21 @@ PLAIN_MODULES: tuple[type[nn.Module], ...] = (
     lnn.InvertibleDownsampling,
     nn.MaxPool2d,
 )
+
+
+def split_variant(variant: str) -> tuple[str, str | None]:
+    """("spectral", "c") for "spectral [C]": the model variant and the accelerators it may use
+    (a name of `tradeoff.nn.native.ACCELERATORS`), None for a variant without a suffix."""
+    base, _, suffix = variant.partition(" [")
+    if not suffix:
+        return variant, None
+    accelerator = ACCELERATOR_SUFFIXES.get(suffix.rstrip("]"))
+    if accelerator is None or not suffix.endswith("]"):
+        raise ValueError(
+            f"unknown accelerator in variant {variant!r}; suffixes: "
+            + ", ".join(f"[{k}]" for k in ACCELERATOR_SUFFIXES)
+        )
+    return base, accelerator
 
 
 def torchlip_status() -> tuple[bool, str]:
@@ -103,7 +145,9 @@ def torchlip_seed_conv(
 
 def build(model: str, variant: str, input_shape: Sequence[int], **options: object) -> nn.Module:
     """Model `model` ("seed_conv" or "lipconvnet") in `variant` (a layer family, "plain" or
-    deel-torchlip), on CPU; `options` are zoo options (width, depth, ...)."""
+    deel-torchlip, with or without an accelerator suffix), on CPU; `options` are zoo options
+    (width, depth, ...)."""
+    variant = split_variant(variant)[0]
     if variant == TORCHLIP:
         if model != "seed_conv":
             raise ValueError(f"no deel-torchlip build of {model!r}")
@@ -117,11 +161,14 @@ def build(model: str, variant: str, input_shape: Sequence[int], **options: objec
 
 
 def _output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """The output shape of each child, padding layers aside: a plain convolution's explicit
+    `nn.ZeroPad2d` is part of the padding a constrained convolution applies itself."""
     shapes: list[tuple[int, ...]] = []
     with torch.no_grad():
         for layer in model.children():
             x = layer(x)
-            shapes.append(tuple(x.shape))
+            if not isinstance(layer, nn.ZeroPad2d):
+                shapes.append(tuple(x.shape))
     return shapes
 
 

@@ -166,8 +166,8 @@ def check_targets(rows: list[Row]) -> list[Target]:
 
     targets: list[Target] = []
     lip = median(("seed_conv", "deel-torchlip", "train step"))
-    for family in ("spectral", "aol"):
-        row = by.get(("seed_conv", family, "train step"))
+    for family, variant in (("spectral", "spectral [C]"), ("aol", "aol")):
+        row = by.get(("seed_conv", variant, "train step"))
         mine = row.median_ms if row else None
         targets.append(
             Target(

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..certificates import Certifier
-from .models import PLAIN_GS2, TORCHLIP, check_equivalent, each_variant
+from ..nn import native
+from .models import PLAIN_GS2, TORCHLIP, check_equivalent, each_variant, split_variant
 from .report import Row
 from .timing import Case, Stats, interleaved
 
@@ -51,6 +52,28 @@ class Settings:
 
 
 # -- train step and eval forward -----------------------------------------------------------------
+
+
+def _limited(accelerator: str | None, fn: Callable[[], None]) -> Callable[[], None]:
+    """`fn` run with the layers limited to `accelerator` (`native.limited_to`), or as it is."""
+    if accelerator is None:
+        return fn
+
+    def run() -> None:
+        with native.limited_to(accelerator):
+            fn()
+
+    return run
+
+
+def _missing(variant: str, torchlip: tuple[bool, str]) -> str | None:
+    """Why `variant` cannot run here (deel-torchlip or an accelerator absent), else None."""
+    if variant == TORCHLIP and not torchlip[0]:
+        return torchlip[1]
+    accelerator = split_variant(variant)[1]
+    if accelerator is not None and not native.available(accelerator):
+        return "the C kernels are not built (see setup.py)"
+    return None
 
 
 def _train_step(
@@ -93,13 +116,14 @@ def bench_model(
 
     Train-step and eval models are separate instances: the training steps change their weights,
     the eval model keeps its own, so an eval-mode weight cache is measured in its steady state.
+    A variant with an accelerator suffix (`spectral [torch]`) runs its steps limited to it.
     """
     device = s.device
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((s.batch, *input_shape), generator=gen).to(device)
     y = torch.randint(0, 10, (s.batch,), generator=gen).to(device)
-    ok, why = torchlip
-    runnable = [v for v in variants if v != TORCHLIP or ok]
+    missing = {v: why for v in variants if (why := _missing(v, torchlip)) is not None}
+    runnable = [v for v in variants if v not in missing]
     factories = each_variant(section, runnable, input_shape, seed=0, **options)
     evals = {v: make() for v, make in factories.items()}
     others = {v: m for v, m in evals.items() if v != "plain"}
@@ -108,28 +132,41 @@ def bench_model(
     whats = ("train step", "eval forward")
     cases: list[Case] = []
     for variant, make in factories.items():
-        cases.append(Case(f"{variant}|train step", _train_step(make().to(device), x, y, s)))
-        cases.append(
-            Case(f"{variant}|eval forward", _eval_forward(evals[variant].to(device), x, s))
-        )
+        accelerator = split_variant(variant)[1]
+        train = _train_step(make().to(device), x, y, s)
+        forward = _eval_forward(evals[variant].to(device), x, s)
+        cases.append(Case(f"{variant}|train step", _limited(accelerator, train)))
+        cases.append(Case(f"{variant}|eval forward", _limited(accelerator, forward)))
     samples = interleaved(cases, repeats=s.repeats[section], warmup=s.warmup, device=device)
     rows: list[Row] = []
     for what in whats:
         plain = Stats.of(samples[f"plain|{what}"]).median_ms
         for variant in variants:
-            if variant not in factories:
-                rows.append(Row(section, variant, what, note=why))
+            if variant in missing:
+                rows.append(Row(section, variant, what, note=missing[variant]))
                 continue
             row = Row.measured(section, variant, what, Stats.of(samples[f"{variant}|{what}"]))
             row.ratio_to_plain = row.median_ms / plain if row.median_ms is not None else None
+            twin = _gs2_twin(variant, samples, what)
             if variant == TORCHLIP:
-                row.note = f"deel-torchlip {why}"
-            elif variant not in ("plain", PLAIN_GS2) and f"{PLAIN_GS2}|{what}" in samples:
+                row.note = f"deel-torchlip {torchlip[1]}"
+            elif twin is not None:
                 # What the weight constraints alone cost: against the same activations.
-                gs2 = Stats.of(samples[f"{PLAIN_GS2}|{what}"]).median_ms
-                row.note = f"{row.median_ms / gs2:.2f}× {PLAIN_GS2}"
+                gs2 = Stats.of(samples[f"{twin}|{what}"]).median_ms
+                row.note = f"{row.median_ms / gs2:.2f}× {twin}"
             rows.append(row)
     return rows
+
+
+def _gs2_twin(variant: str, samples: dict[str, list[float]], what: str) -> str | None:
+    """The `plain+gs2` variant whose GroupSort2 runs as `variant`'s does (C or torch ops), when
+    measured: "plain+gs2 [torch]" for "spectral [NumPy]", which keeps C out."""
+    base, accelerator = split_variant(variant)
+    if base in ("plain", PLAIN_GS2, TORCHLIP):
+        return None
+    gs2 = "C" if accelerator in (None, "c") else "torch"
+    twin = f"{PLAIN_GS2} [{gs2}]"
+    return twin if f"{twin}|{what}" in samples else None
 
 
 # -- certificates --------------------------------------------------------------------------------

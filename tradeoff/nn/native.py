@@ -47,7 +47,8 @@ def allows(accelerator: str) -> bool:
 
 @contextlib.contextmanager
 def limited_to(accelerator: str) -> Iterator[None]:
-    """Within the block, the layers use nothing beyond `accelerator` (see `ACCELERATORS`)."""
+    """Within the block, the layers use nothing beyond `accelerator` (see `ACCELERATORS`);
+    the limit holds for the whole process, every thread."""
     global _ceiling
     if accelerator not in ACCELERATORS:
         raise ValueError(f"accelerator must be one of {ACCELERATORS} (got {accelerator!r})")
