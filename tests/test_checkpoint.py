@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from training import compose_config, train_config
 
 from tradeoff import checkpoint
 from tradeoff.checkpoint import CheckpointError
-from tradeoff.loop import fit
-from tradeoff.paths import OutputDirError, conf_dir
+from tradeoff.paths import OutputDirError
 from tradeoff.train import ConfigError, build, run
 
 # Shifted batches and a OneCycle schedule: every random and scheduled state matters.
@@ -25,31 +24,6 @@ RECIPE = [
     "train.epochs=3",
 ]
 PER_EPOCH = 11  # 1293 training images in batches of 128
-
-
-def _compose(overrides: list[str]):
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
-def _fit(cfg, **options):
-    job = build(cfg)
-    d = job.data
-    options = {"epochs": cfg.train.epochs, **options}
-    result = fit(
-        job.model,
-        job.loss,
-        job.optimizer,
-        (d.train.x, d.train.y),
-        (d.val.x, d.val.y),
-        (d.test.x, d.test.y),
-        batch_size=cfg.train.batch_size,
-        seed=cfg.train.seed,
-        schedule=job.schedule,
-        augment=job.augment,
-        **options,
-    )
-    return job, result
 
 
 def _stop_after(steps: int):
@@ -69,14 +43,13 @@ def _timeless(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def uninterrupted():
-    return _fit(_compose(RECIPE))
+    return train_config(RECIPE)
 
 
 @pytest.mark.parametrize("steps", [PER_EPOCH + 4, PER_EPOCH], ids=["mid-epoch", "epoch-end"])
 def test_a_stopped_run_resumed_computes_what_the_uninterrupted_run_computes(
     uninterrupted, tmp_path, steps
 ):
-    cfg = _compose(RECIPE)
     path = tmp_path / "run.pt"
     saved = []
 
@@ -84,13 +57,13 @@ def test_a_stopped_run_resumed_computes_what_the_uninterrupted_run_computes(
         saved.append(state["progress"]["epoch"])
         checkpoint.save(path, state)
 
-    _, stopped = _fit(cfg, checkpoint=save, stop_requested=_stop_after(steps))
+    _, stopped = train_config(RECIPE, checkpoint=save, stop_requested=_stop_after(steps))
     assert stopped.interrupted and stopped.test is None
     assert saved == [1]  # the stop's own checkpoint (no periodic ones here)
     state = checkpoint.load(path)
     assert (state["progress"]["order"] is not None) == (steps % PER_EPOCH != 0)
 
-    job, resumed = _fit(cfg, resume=state)
+    job, resumed = train_config(RECIPE, resume=state)
     reference, expected = uninterrupted
     assert not resumed.interrupted
     assert _timeless(resumed.history) == _timeless(expected.history)
@@ -103,8 +76,8 @@ def test_a_stopped_run_resumed_computes_what_the_uninterrupted_run_computes(
 
 def test_periodic_checkpoints_come_before_their_epoch_is_reported(tmp_path):
     order = []
-    _fit(
-        _compose(RECIPE),
+    train_config(
+        RECIPE,
         checkpoint=lambda state: order.append(("checkpoint", state["progress"]["epoch"])),
         checkpoint_every=2,
         on_epoch_end=lambda epoch, metrics: order.append(("epoch", epoch)),
@@ -113,10 +86,10 @@ def test_periodic_checkpoints_come_before_their_epoch_is_reported(tmp_path):
 
 
 def test_a_budget_goes_on_from_what_was_spent(tmp_path):
-    cfg = _compose([*RECIPE, "schedule=constant"])
+    constant = [*RECIPE, "schedule=constant"]
     path = tmp_path / "run.pt"
-    _, stopped = _fit(
-        cfg,
+    _, stopped = train_config(
+        constant,
         epochs=None,
         budget_seconds=3600.0,
         checkpoint=lambda s: checkpoint.save(path, s),
@@ -126,7 +99,7 @@ def test_a_budget_goes_on_from_what_was_spent(tmp_path):
     spent = state["progress"]["budget_elapsed"]
     assert stopped.interrupted and spent > 0
     # Resumed with a budget already spent: it stops at its next step, as it would have.
-    _, resumed = _fit(cfg, epochs=None, budget_seconds=spent, resume=state)
+    _, resumed = train_config(constant, epochs=None, budget_seconds=spent, resume=state)
     assert resumed.stopped_at_budget and resumed.steps == state["progress"]["steps"] + 1
     assert resumed.cost["train/seconds"] >= state["progress"]["seconds"]
 
@@ -166,7 +139,7 @@ def test_checkpoint_paths_are_keyed_by_experiment_and_config():
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "often"])
 def test_a_bad_checkpoint_interval_is_refused_naming_the_key(value):
-    cfg = _compose(["data=digits", f"train.checkpoint_every={value}"])
+    cfg = compose_config(["data=digits", f"train.checkpoint_every={value}"])
     with pytest.raises(ConfigError, match=r"^train.checkpoint_every=.* is invalid: it must be an"):
         build(cfg)
 
@@ -174,7 +147,7 @@ def test_a_bad_checkpoint_interval_is_refused_naming_the_key(value):
 def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("")
-    cfg = _compose(["data=digits", f"train.checkpoint_dir={tmp_path / 'file' / 'ck'}"])
+    cfg = compose_config(["data=digits", f"train.checkpoint_dir={tmp_path / 'file' / 'ck'}"])
     with pytest.raises(OutputDirError, match=r"^train.checkpoint_dir='.*' cannot be written"):
         run(cfg)
     assert not list(tmp_path.glob("mlruns/*/*"))  # no run was started

@@ -12,61 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from attacks import pgd_l2
+from training import compose_config, train_config
 
 from tradeoff import budget as budget_module
+from tradeoff.certificates import certify
 from tradeoff.cost import parameter_count
-from tradeoff.loop import fit
-from tradeoff.paths import conf_dir
 from tradeoff.schedules import Constant, Schedule
-from tradeoff.train import ConfigError, build
+from tradeoff.train import ConfigError, Job, build
 
 DIGITS = ["data=digits", "train.batch_size=64", "optim.lr=3e-3", "train.epochs=1"]
-
-
-def _compose(overrides: list[str]):
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
-def _watch(optimizer: torch.optim.Optimizer, model: torch.nn.Module, seen: dict) -> None:
-    """Record the learning rate and gradient norm each optimiser step uses."""
-
-    def before_step(opt, args, kwargs) -> None:
-        grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
-        seen.setdefault("lr", []).append(opt.param_groups[0]["lr"])
-        seen.setdefault("grad_norm", []).append(float(torch.stack(grads).norm()))
-        if "on_step" in seen:
-            seen["on_step"]()
-
-    optimizer.register_step_pre_hook(before_step)
-
-
-def _fit(overrides: list[str], *, recipe: bool = True, seen: dict | None = None, **extra):
-    """Build the config's job and train it; `recipe=False` passes none of the recipe's options
-    (the code path of a run before schedules, augmentation and clipping existed); `seen`
-    collects what each optimiser step used (`_watch`); `extra` overrides fit's arguments."""
-    cfg = _compose(overrides)
-    job = build(cfg)
-    if seen is not None:
-        _watch(job.optimizer, job.model, seen)
-    d = job.data
-    options = {"epochs": cfg.train.epochs, "seed": cfg.train.seed}
-    if recipe:
-        options.update(schedule=job.schedule, augment=job.augment, grad_clip=cfg.train.grad_clip)
-    result = fit(
-        job.model,
-        job.loss,
-        job.optimizer,
-        (d.train.x, d.train.y),
-        (d.val.x, d.val.y),
-        (d.test.x, d.test.y),
-        batch_size=cfg.train.batch_size,
-        eps=job.eps,
-        progress=False,
-        **{**options, **extra},
-    )
-    return job, result
 
 
 def _outcome(result) -> list[dict[str, float]]:
@@ -75,20 +30,20 @@ def _outcome(result) -> list[dict[str, float]]:
 
 
 def test_the_default_recipe_is_the_seed_recipe_bit_for_bit(monkeypatch):
-    job, default = _fit(DIGITS)
+    job, default = train_config(DIGITS)
     assert isinstance(job.schedule, Constant) and job.augment is None
-    _, before = _fit(DIGITS, recipe=False)
+    _, before = train_config(DIGITS, recipe=False)
     assert _outcome(default) == _outcome(before)
     # A constant schedule run through a real per-batch scheduler changes nothing either.
     monkeypatch.setattr(Constant, "build", Schedule.build)
-    _, scheduled = _fit(DIGITS)
+    _, scheduled = train_config(DIGITS)
     assert _outcome(scheduled) == _outcome(before)
 
 
 def test_onecycle_steps_every_batch_over_all_epochs():
     seen: dict = {}
     cfg = [*DIGITS, "train.epochs=2", "optim=sgd", "optim.lr=0.05", "schedule=onecycle"]
-    job, result = _fit(cfg, seen=seen)
+    job, result = train_config(cfg, seen=seen)
     steps = 2 * math.ceil(len(job.data.train) / 64)
     ref_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
     ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, 0.05, total_steps=steps)
@@ -106,7 +61,7 @@ def test_gradient_clipping_caps_the_global_norm():
     norms = {}
     for clip in (None, 0.05):
         seen: dict = {}
-        _fit(DIGITS, seen=seen, grad_clip=clip)
+        train_config(DIGITS, seen=seen, grad_clip=clip)
         norms[clip] = seen["grad_norm"]
     assert max(norms[None]) > 0.05
     assert max(norms[0.05]) <= 0.05 * (1 + 1e-5)
@@ -114,9 +69,9 @@ def test_gradient_clipping_caps_the_global_norm():
 
 def test_augmentation_is_seeded_and_changes_training():
     shifted = [*DIGITS, "augment=shift", "augment.max_shift=1"]
-    _, a = _fit(shifted)
-    _, b = _fit(shifted)
-    _, plain = _fit(DIGITS)
+    _, a = train_config(shifted)
+    _, b = train_config(shifted)
+    _, plain = train_config(DIGITS)
     assert _outcome(a) == _outcome(b)
     assert a.history[0]["train/loss"] != plain.history[0]["train/loss"]
 
@@ -128,7 +83,9 @@ def test_a_budget_stops_between_batches_and_lays_the_schedule_over_it(monkeypatc
     monkeypatch.setattr(budget_module, "time", fake_time)
     seen: dict = {"on_step": lambda: setattr(clock, "now", clock.now + 0.01)}
     # epochs=20: a cap the budget reaches first; it only guards against a stuck clock.
-    job, result = _fit([*DIGITS, "schedule=cosine"], seen=seen, epochs=20, budget_seconds=1.0)
+    job, result = train_config(
+        [*DIGITS, "schedule=cosine"], seen=seen, epochs=20, budget_seconds=1.0
+    )
     per_epoch = math.ceil(len(job.data.train) / 64)
     assert result.stopped_at_budget and result.test is not None
     assert 99 <= result.steps <= 101
@@ -144,7 +101,7 @@ def test_a_budget_stops_between_batches_and_lays_the_schedule_over_it(monkeypatc
 
 
 def test_a_run_reports_its_cost():
-    job, result = _fit(DIGITS)
+    job, result = train_config(DIGITS)
     cost = result.cost
     assert set(cost) == {
         "train/seconds",
@@ -181,12 +138,65 @@ def test_a_run_reports_its_cost():
 )
 def test_bad_recipe_values_are_refused_before_training(override, message):
     with pytest.raises(ConfigError) as info:
-        build(_compose(["data=digits", *override.split()]))
+        build(compose_config(["data=digits", *override.split()]))
     assert message in str(info.value)
 
 
+@pytest.mark.slow  # bf16 autocast is slow on CPUs without bf16 units
+def test_bf16_autocast_trains_and_its_certificates_hold():
+    """train.amp=bf16 on the CPU: every training forward runs under bfloat16 autocast; the
+    evaluation runs outside it (under autocast the certificates would raise PrecisionError),
+    its certificates are those `certify` computes for the trained float32 model, and L2 PGD
+    finds no adversarial example inside them."""
+    autocast: list[bool] = []
+
+    def record(job: Job) -> None:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            autocast.append(torch.is_autocast_enabled("cpu"))
+            return job.model(x)
+
+        job.train_forward = forward
+
+    overrides = [*DIGITS, "train.epochs=2"]
+    job, result = train_config([*overrides, "train.amp=bf16"], prepare=record)
+    _, plain = train_config(overrides)
+    assert job.amp is torch.bfloat16
+    assert len(autocast) == result.steps and all(autocast)
+    assert result.history[0]["train/loss"] != plain.history[0]["train/loss"]
+    assert result.test.metrics["accuracy"] > 0.3  # above chance (0.1) after 2 epochs
+    x = job.data.test.x
+    assert torch.equal(result.test.radii, certify(job.model, x))
+    sample = torch.nonzero(result.test.radii > 0).flatten()[:48]
+    assert len(sample) >= 16
+    flipped = pgd_l2(job.model.eval(), x[sample], 0.999 * result.test.radii[sample])
+    assert not flipped.any()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.amp=fp16", "train.amp='fp16' is invalid: it must be null or bf16"),
+        ("train.compile=turbo", "train.compile='turbo' is invalid: it must be true, false or"),
+        ("train.checkpoint_every=-1", "train.checkpoint_every=-1 is invalid: it must be an"),
+    ],
+)
+def test_bad_device_options_are_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        build(compose_config(["data=digits", override]))
+    assert str(info.value).startswith(message)
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_training(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ConfigError) as info:
+        build(compose_config(["data=digits", "train.compile=true"]))
+    assert "needs a C++ compiler for inductor" in str(info.value)
+    assert "train.compile=aot_eager" in str(info.value)
+
+
 def test_a_budget_needs_no_epochs():
-    cfg = _compose(["data=digits", "train.budget_minutes=0.5", "train.epochs=null"])
+    cfg = compose_config(["data=digits", "train.budget_minutes=0.5", "train.epochs=null"])
     assert build(cfg).schedule is not None
 
 
@@ -244,3 +254,61 @@ def test_the_cli_refuses_a_negative_budget_naming_the_key(tmp_path):
     assert proc.returncode == 2
     assert "train.budget_minutes=-5 is invalid" in proc.stderr
     assert "epoch" not in proc.stdout
+
+
+@pytest.mark.slow  # compiling the training step takes one to several minutes on 2 cores
+def test_compile_trains_the_compiled_step_and_certifies_the_model():
+    """train.compile=true: inductor compiles the training forward (one batch shape: 1293
+    images in 3 batches of 431); it trains as eager mode does, and the certificates come from
+    the model itself."""
+    overrides = ["data=digits", "model=seed_mlp", "train.batch_size=431", "train.epochs=1"]
+    job, compiled = train_config([*overrides, "train.compile=true"])
+    _, eager = train_config(overrides)
+    assert job.train_forward is not None and job.train_forward is not job.model
+    assert compiled.steps == eager.steps == 3
+    assert compiled.history[0]["train/loss"] == pytest.approx(eager.history[0]["train/loss"])
+    assert torch.equal(compiled.test.radii, certify(job.model, job.data.test.x))
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+def test_cuda_bf16_compiled_run_certifies_soundly():
+    """train.device=cuda with bf16 autocast and a compiled step: the certificates, computed on
+    the GPU in float32, hold against L2 PGD."""
+    overrides = [*DIGITS, "train.epochs=3", "train.device=cuda", "train.amp=bf16"]
+    job, result = train_config([*overrides, "train.compile=true"])
+    assert job.device.type == "cuda" and result.test.metrics["accuracy"] > 0.3
+    gpu_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
+    assert 0 < result.cost["train/peak_memory_mb"] < gpu_mib
+    sample = torch.nonzero(result.test.radii > 0).flatten()[:48]
+    model = job.model.eval().cpu()
+    flipped = pgd_l2(model, job.data.test.x[sample], 0.999 * result.test.radii[sample])
+    assert not flipped.any()
+
+
+@CUDA
+def test_cuda_checkpoint_resumes_on_the_gpu(tmp_path):
+    """A CUDA run stopped mid-epoch and resumed from its checkpoint ends where the
+    uninterrupted run ends (to float32 rounding: CUDA kernels need not be bit-reproducible)."""
+    from tradeoff import checkpoint
+
+    overrides = [*DIGITS, "train.epochs=2", "train.device=cuda", "augment=shift"]
+    _, expected = train_config(overrides)
+    path = tmp_path / "run.pt"
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 30
+
+    _, stopped = train_config(
+        overrides, checkpoint=lambda s: checkpoint.save(path, s), stop_requested=stop
+    )
+    assert stopped.interrupted
+    _, resumed = train_config(overrides, resume=checkpoint.load(path))
+    assert resumed.steps == expected.steps
+    assert resumed.test.metrics["accuracy"] == pytest.approx(
+        expected.test.metrics["accuracy"], abs=0.02
+    )
