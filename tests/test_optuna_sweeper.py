@@ -494,6 +494,7 @@ def test_killed_study_resumes_without_duplicates(workspace):
         log.close()
     assert killed is not None, "no trial was caught RUNNING"
     assert _states(workspace / "optuna.db", name)[killed] == "RUNNING"
+    checkpointed = any((workspace / "checkpoints" / name).glob("*.pt"))
 
     _cli(_study_cmd(name, 5, "resumed", *SPACE, *fast_heartbeat), workspace)
     trials = _study(workspace, name).trials
@@ -510,12 +511,19 @@ def test_killed_study_resumes_without_duplicates(workspace):
     assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
     done = children[children["status"] == "FINISHED"]
     assert sorted(done["tags.optuna.trial"].astype(int)) == sorted(t.number for t in complete)
+    assert failed[0].user_attrs["fail_reason"].startswith("no heartbeat for 3 s")
+    if checkpointed:
+        # The retry went on from the killed trial's checkpoint, in the killed trial's run.
+        (again,) = [t for t in complete if t.system_attrs.get("failed_trial") == killed]
+        run = children[children["run_id"] == failed[0].user_attrs["mlflow_run_id"]].iloc[0]
+        assert run["status"] == "FINISHED" and run["tags.tradeoff.resumed"] == "1"
+        assert run["tags.optuna.trial"] == str(again.number) and len(children) == 5
+        return
     # The killed trial's MLflow run is closed (KILLED by the sweeper when it finds the trial
     # stale, or FAILED by a later job that finds its process dead), not left RUNNING.
     dead = children[children["tags.optuna.trial"] == str(killed)]
     assert len(dead) == 1 and dead.iloc[0]["status"] in ("KILLED", "FAILED")
-    # The stale-failed trial says why and which run it was.
-    assert failed[0].user_attrs["fail_reason"].startswith("no heartbeat for 3 s")
+    # The stale-failed trial says which run it was.
     assert failed[0].user_attrs["mlflow_run_id"] == dead.iloc[0]["run_id"]
 
 

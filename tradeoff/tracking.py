@@ -86,6 +86,7 @@ ADHOC_DESCRIPTION = (
 # training switch instead, so links to it say workflowType=machine_learning (runs_page).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 NOTE = "mlflow.note.content"  # the description MLflow shows for an experiment or a run
+RESUMED = "tradeoff.resumed"  # how often a job run went on from a checkpoint
 
 T = TypeVar("T")
 
@@ -706,8 +707,14 @@ class RunTracker:
         for key in ("error", NOTE):
             if key in run.data.tags:
                 with_retries(self.client.delete_tag, run_id, key)
-        count = int(run.data.tags.get("tradeoff.resumed", "0")) + 1
-        for key, value in {**_process_tags(), "tradeoff.resumed": str(count)}.items():
+        count = int(run.data.tags.get(RESUMED, "0")) + 1
+        tags = {**_process_tags(), RESUMED: str(count)}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        trial = self.cfg.get("sweep", {}).get("trial")
+        if trial is not None:  # an Optuna trial re-queued after its run was stopped
+            tags["optuna.trial"] = str(trial)
+        for key, value in tags.items():
             with_retries(self.client.set_tag, run_id, key, value)
         with_retries(self.client.update_run, run_id, status="RUNNING")
         self.run_id = run_id
