@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from . import families
 from .operator_norm import spectral_norm
 from .parametrizations import CachedParametrization
-from .soc import dense_conv, fold_stride, folded_padding, folded_size
+from .soc import dense_conv, eval_weight, fold_stride, folded_padding, folded_size
 
 __all__ = [
     "FourierPolar",
@@ -214,13 +214,7 @@ class LOTConv2d(nn.Module):
     def spectrum_in_use(self, input_shape: tuple[int, ...]) -> torch.Tensor:
         """The eval-mode frequency matrices for inputs of `input_shape` (C, H, W), detached."""
         size = folded_size((int(input_shape[-2]), int(input_shape[-1])), self.stride)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return self.spectrum(size).detach()
-        finally:
-            self.train(was_training)
+        return eval_weight(self, lambda: self.spectrum(size))
 
     def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
         """The largest spectral norm of the frequency matrices in use on inputs of

@@ -37,6 +37,7 @@ __all__ = [
     "SkewExp",
     "SkewKernel",
     "dense_conv",
+    "eval_weight",
     "fold_stride",
     "folded_padding",
     "folded_size",
@@ -84,6 +85,20 @@ def _check_geometry(kernel_size: int, stride: int, in_channels: int, out_channel
             f"kernel_size must be odd, or equal to the stride (got {kernel_size}, stride "
             f"{stride}): only an odd kernel keeps `same` zero padding symmetric"
         )
+
+
+def eval_weight(module: nn.Module, fetch: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """`fetch()` as eval mode computes it (cached there), detached; a module in training mode
+    is switched to eval mode for it and back."""
+    if not module.training:
+        with torch.no_grad():
+            return fetch().detach()
+    module.eval()
+    try:
+        with torch.no_grad():
+            return fetch().detach()
+    finally:
+        module.train()
 
 
 # -- the certified norm of the truncated exponential ---------------------------------------------
@@ -173,8 +188,9 @@ class SkewKernel(CachedParametrization):
         skew = weight - transpose_kernel(weight)
         if self.training and self.power_iterations:
             self.power_step(skew, self.power_iterations)
+        # clones: the next training step updates the vectors in place before this backward
         sigmas = [
-            getattr(self, f"v{j}") @ matrix @ getattr(self, f"u{j}")
+            getattr(self, f"v{j}").clone() @ matrix @ getattr(self, f"u{j}").clone()
             for j, matrix in enumerate(_reshapes(skew))
         ]
         sigma = torch.stack(sigmas).abs().min().clamp_min(torch.finfo(weight.dtype).tiny)
@@ -288,13 +304,7 @@ class SOCConv2d(nn.Module):
 
     def kernel_in_use(self) -> torch.Tensor:
         """The rescaled skew kernel of eval mode (cached there), detached."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return self.weight.detach()
-        finally:
-            self.train(was_training)
+        return eval_weight(self, lambda: self.weight)
 
     def series_norm(self, input_shape: tuple[int, ...]) -> float:
         """ρ ≥ ‖L_A‖ for the kernel in use on inputs of `input_shape` (C, H, W): the exact
