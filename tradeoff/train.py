@@ -576,7 +576,7 @@ CHECKPOINTED: list[str] = []  # runs this process stopped with a checkpoint (for
 def _stopped(tracker: RunTracker, saver: _Checkpoints | None, why: BaseException) -> None:
     """Close a run a signal stopped: KILLED, and with a checkpoint, tagged with its file."""
     if saver is not None and saver.written and tracker.run_id is not None:
-        tracker.set_tags({"tradeoff.checkpoint": str(saver.path)})
+        tracker.set_tags({"tradeoff.checkpoint": str(saver.path.resolve())})
         CHECKPOINTED.append(tracker.run_id)
     tracker.end("KILLED", why)
 
@@ -614,8 +614,9 @@ def _program() -> str:
 
 
 def main() -> None:
-    """Console entry point (`tradeoff-train`, and `tradeoff-sweep` through it): SIGTERM and
-    SIGINT stop the run (or sweep) in one line, its runs marked KILLED, exit 128 + signal."""
+    """Console entry point (`tradeoff-train`, and `tradeoff-sweep` through it): SIGTERM, SIGUSR1
+    and SIGINT stop the run (or sweep) in one line, its runs checkpointed and marked KILLED,
+    exit 128 + signal."""
     signals.install()
     try:
         _hydra_main()
