@@ -9,13 +9,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from attacks import pgd_l2
 from lipschitz_measure import jacobian_norm, measured_linear_norm
 from torch import nn
 
 from tradeoff import nn as lnn
 from tradeoff import zoo
 from tradeoff.bounds import layer_bounds
-from tradeoff.certificates import lipschitz_bound
+from tradeoff.certificates import audit, certify, lipschitz_bound
+from tradeoff.loop import fit
+from tradeoff.losses import TauCrossEntropy
 from tradeoff.nn.soc import SOCConv2d, soc_conv, soc_linear, truncated_exp_bound
 from tradeoff.rounding import forward_error
 
@@ -198,21 +201,27 @@ def test_every_layer_of_a_soc_convnet_measures_within_its_bound():
         assert measured <= row.bound, (row.name, measured, row.bound)
 
 
-def test_the_rounding_bound_covers_float32_against_the_exact_map():
-    torch.manual_seed(0)
-    layer = _trained_a_little(SOCConv2d(3, 4, 3, 2), (3, 7, 8))
-    error = forward_error(nn.Sequential(layer).eval(), (3, 7, 8))
-    exact = ExactSOC(layer).double()
+def rounding_within_bound(layer: nn.Module, exact: nn.Module, shape: tuple[int, ...]) -> None:
+    """The float32 outputs of `layer` stay within `forward_error`'s offset + slope·‖x‖ of its
+    `exact` float64 map, over inputs of every scale, and the bound is not useless."""
+    error = forward_error(nn.Sequential(layer).eval(), shape)
+    exact = exact.double()
     gen = torch.Generator().manual_seed(0)
     closest = 0.0
     for scale in (1e-3, 1.0, 1e3):
-        x = scale * torch.randn(64, 3, 7, 8, generator=gen)
+        x = scale * torch.randn(64, *shape, generator=gen)
         with torch.no_grad():
             gap = (layer(x).double() - exact(x.double())).flatten(1).norm(dim=1)
         allowed = error.offset + error.slope * x.double().flatten(1).norm(dim=1)
         assert (gap <= allowed).all()
         closest = max(closest, float((gap / allowed).max()))
     assert closest > 1e-3  # a worst case, not a useless one
+
+
+def test_the_rounding_bound_covers_float32_against_the_exact_map():
+    torch.manual_seed(0)
+    layer = _trained_a_little(SOCConv2d(3, 4, 3, 2), (3, 7, 8))
+    rounding_within_bound(layer, ExactSOC(layer), (3, 7, 8))
 
 
 @pytest.mark.parametrize(
@@ -234,3 +243,48 @@ def test_the_zoo_option_sets_the_terms_and_others_are_refused():
     assert {m.terms for m in model if isinstance(m, SOCConv2d)} == {3}
     with pytest.raises(ValueError, match=r"layer=.soc. does not take.*soc_terms=6"):
         zoo.create("convnet", input_shape=(1, 8, 8), layer="soc", lot_iterations=3)
+
+
+# -- trained models, soc and lot alike: certificates attacked, layers audited -------------------
+
+
+@pytest.fixture(scope="module", params=["soc", "lot"])
+def trained(request, digits):
+    torch.manual_seed(0)
+    model = zoo.create(
+        "convnet", input_shape=digits.input_shape, num_classes=10, layer=request.param, width=4
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fit(
+        model,
+        TauCrossEntropy(tau=5.0),
+        opt,
+        (digits.train.x, digits.train.y),
+        None,
+        epochs=3,
+        batch_size=128,
+        progress=False,
+    )
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_certificates_of_models_trained_on_digits_survive_pgd(trained, digits):
+    x, y = digits.test.x[:120], digits.test.y[:120]
+    radii = certify(trained, x)
+    assert (trained(x).argmax(1) == y).float().mean() > 0.5
+    assert float(radii.mean()) > 0.02
+    flipped = pgd_l2(trained, x, 0.999 * radii)
+    assert not flipped.any(), f"{int(flipped.sum())} predictions changed inside a certificate"
+    assert pgd_l2(trained, x, 8 * radii + 0.5, steps=40, restarts=1).float().mean() > 0.2
+
+
+@pytest.mark.slow
+def test_audit_reports_every_layer_with_its_bound_above_what_is_measured(trained, digits):
+    rows = audit(trained, x=digits.test.x[:32], n_iter=20)
+    kinds = {row["type"] for row in rows}
+    assert kinds & {"ParametrizedSOCConv2d", "ParametrizedLOTConv2d"}
+    for row in rows:
+        assert row["bound"] >= row["empirical"] * (1 - 1e-9), row
+    whole = next(row for row in rows if row["layer"] == "model")
+    assert 0.3 < whole["bound"] <= 1 + 1e-4

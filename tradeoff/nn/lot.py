@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 from . import families
 from .operator_norm import spectral_norm
 from .parametrizations import CachedParametrization
-from .soc import dense_conv, eval_weight, fold_stride, folded_padding, folded_size
+from .soc import dense_conv, eval_weight, fold_layers, fold_stride, folded_size
 
 __all__ = [
     "FourierPolar",
@@ -231,12 +231,7 @@ class LOTConv2d(nn.Module):
         size = (int(input_shape[-2]), int(input_shape[-1]))
         folded = folded_size(size, self.stride)
         (g_h, g_w), p = self.grid(folded), self.kernel_size // 2
-        layers: list[nn.Module] = []
-        if self.stride > 1:
-            padding = folded_padding(size, self.stride)
-            if any(padding):
-                layers.append(nn.ZeroPad2d(padding))
-            layers.append(nn.PixelUnshuffle(self.stride))
+        layers = fold_layers(size, self.stride)
         onto = (p, g_w - folded[1] - p, p, g_h - folded[0] - p)
         layers.append(nn.ZeroPad2d(onto))
         # The map is the circular convolution y = Σ_d K[d]·x[· − d] with K = irfft2 of the

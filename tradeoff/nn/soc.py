@@ -38,6 +38,7 @@ __all__ = [
     "SkewKernel",
     "dense_conv",
     "eval_weight",
+    "fold_layers",
     "fold_stride",
     "folded_padding",
     "folded_size",
@@ -68,6 +69,14 @@ def fold_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
 def folded_padding(size: tuple[int, int], stride: int) -> tuple[int, int, int, int]:
     """The zero padding (left, right, top, bottom) `fold_stride` adds to an input of `size`."""
     return (0, -size[1] % stride, 0, -size[0] % stride)
+
+
+def fold_layers(size: tuple[int, int], stride: int) -> list[nn.Module]:
+    """`fold_stride` on inputs of `size` as plain layers (for `vanilla_export`)."""
+    if stride == 1:
+        return []
+    padding = folded_padding(size, stride)
+    return [*([nn.ZeroPad2d(padding)] if any(padding) else []), nn.PixelUnshuffle(stride)]
 
 
 def transpose_kernel(kernel: torch.Tensor) -> torch.Tensor:
@@ -331,12 +340,7 @@ class SOCConv2d(nn.Module):
         n, k, p = self.channels, self.kernel_size, self.kernel_size // 2
         c_in = self.in_channels * self.stride**2
         size = (int(input_shape[-2]), int(input_shape[-1]))
-        layers: list[nn.Module] = []
-        if self.stride > 1:
-            padding = folded_padding(size, self.stride)
-            if any(padding):
-                layers.append(nn.ZeroPad2d(padding))
-            layers.append(nn.PixelUnshuffle(self.stride))
+        layers = fold_layers(size, self.stride)
         eye = torch.eye(n, dtype=kernel.dtype)
         dirac = torch.zeros_like(kernel)
         dirac[:, :, p, p] = eye
