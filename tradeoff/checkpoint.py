@@ -134,8 +134,14 @@ def checkpoint_path(folder: str | os.PathLike[str], experiment: str, config_hash
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically: into a temporary file beside it, synced, then
     renamed over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for attempt in range(3):  # another run's `remove` may take the empty folder meanwhile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
