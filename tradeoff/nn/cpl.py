@@ -14,15 +14,13 @@ that bound and reports max(1, t·S² − 1) for the step t in use.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import families
 from .operator_norm import REL_SLACK, conv2d_operator_norm, spectral_norm
-from .residual import Residual, residual_export
+from .residual import Residual, residual_export, residual_parameters
 
 __all__ = ["CPLConv2d", "CPLLinear"]
 
@@ -79,7 +77,9 @@ class _CPL(nn.Module):
         return (self._step() / 2).expand(self.weight.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x - self._step() * self._up(F.relu(self._down(x)))
+        # x − 2·Wᵀ((t/2)·σ(Wx + b)), SLL's order of operations, which tradeoff.rounding models
+        half = self._step() / 2
+        return x - 2 * self._up(F.relu(self._down(x)) * half)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...]) -> float:
         """max(1, t·S² − 1) for the eval-mode step t and S ≥ ‖W‖ (`certified_norm`)."""
@@ -107,11 +107,7 @@ class CPLLinear(_CPL):
         super().__init__()
         inner = inner_features or features
         self.features, self.inner_features = features, inner
-        self.weight = nn.Parameter(torch.empty(inner, features))
-        self.bias = nn.Parameter(torch.empty(inner))
-        nn.init.xavier_normal_(self.weight)
-        bound = 1 / math.sqrt(features)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.weight, self.bias = residual_parameters(inner, features)
         u = torch.randn(1, features)
         self.register_buffer("u", u / u.norm())
 
@@ -150,11 +146,7 @@ class CPLConv2d(_CPL):
         inner = inner_channels or channels
         self.channels, self.inner_channels, self.kernel_size = channels, inner, kernel_size
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.weight = nn.Parameter(torch.empty(inner, channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(inner))
-        nn.init.xavier_normal_(self.weight)
-        bound = 1 / math.sqrt(channels * kernel_size**2)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.weight, self.bias = residual_parameters(inner, channels, kernel_size)
         u = torch.randn(1, channels, *self.input_size)
         self.register_buffer("u", u / u.norm())
 

@@ -58,6 +58,21 @@ def residual_export(
     return Residual(nn.Sequential(down, nn.ReLU(), up))
 
 
+def residual_parameters(
+    inner: int, features: int, kernel_size: int | None = None
+) -> tuple[nn.Parameter, nn.Parameter]:
+    """The weight W (inner, features[, k, k]) and bias b of a residual layer
+    x − Wᵀ(s ⊙ σ(Wx + b)) (SLL, CPL): W Xavier-normal, b uniform in ±1/√fan_in."""
+    shape = (
+        (inner, features) if kernel_size is None else (inner, features, kernel_size, kernel_size)
+    )
+    weight, bias = nn.Parameter(torch.empty(shape)), nn.Parameter(torch.empty(inner))
+    nn.init.xavier_normal_(weight)
+    bound = 1 / math.sqrt(features * (kernel_size or 1) ** 2)
+    nn.init.uniform_(bias, -bound, bound)
+    return weight, bias
+
+
 def _safe_inv(t: torch.Tensor) -> torch.Tensor:
     inv = 1.0 / t
     return torch.where(torch.isfinite(inv), inv, torch.zeros_like(inv))
@@ -104,12 +119,8 @@ class SLLLinear(_SLL):
         super().__init__()
         inner = inner_features or features
         self.features, self.inner_features = features, inner
-        self.weight = nn.Parameter(torch.empty(inner, features))
-        self.bias = nn.Parameter(torch.empty(inner))
+        self.weight, self.bias = residual_parameters(inner, features)
         self.log_q = nn.Parameter(torch.zeros(inner))
-        nn.init.xavier_normal_(self.weight)
-        bound = 1 / math.sqrt(features)
-        nn.init.uniform_(self.bias, -bound, bound)
 
     def _gram_abs(self, weight: torch.Tensor) -> torch.Tensor:
         return (weight @ weight.t()).abs()
@@ -139,12 +150,8 @@ class SLLConv2d(_SLL):
             raise ValueError(f"kernel_size must be odd to keep the size (got {kernel_size})")
         inner = inner_channels or channels
         self.channels, self.inner_channels, self.kernel_size = channels, inner, kernel_size
-        self.weight = nn.Parameter(torch.empty(inner, channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(inner))
+        self.weight, self.bias = residual_parameters(inner, channels, kernel_size)
         self.log_q = nn.Parameter(torch.zeros(inner))
-        nn.init.xavier_normal_(self.weight)
-        bound = 1 / math.sqrt(channels * kernel_size**2)
-        nn.init.uniform_(self.bias, -bound, bound)
 
     def _gram_abs(self, weight: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
