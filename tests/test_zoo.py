@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from unittest import mock
 
 import pytest
@@ -178,3 +179,27 @@ def test_aol_side_option_and_pickled_models_keep_the_side_they_were_built_with()
     name, opts = auto.spec
     old = zoo._rebuild(name, auto.input_shape, 10, opts, auto.state_dict(), False)
     assert _aol_sides(old) == ["input", "input"]
+
+
+@pytest.mark.parametrize("layer", ["cpl", "sandwich", "cayley"])
+def test_family_caches_follow_loaded_weights_and_models_pickle(layer):
+    """Eval mode caches Fourier blocks and CPL's certified step: loading other weights into a
+    model whose caches are filled must give the other model's outputs, and so must pickling."""
+    x = torch.rand(3, 1, 8, 8)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = zoo.create("convnet", input_shape=(1, 8, 8), layer=layer, width=4, depth=1)
+        model(torch.rand(4, 1, 8, 8)).sum().backward()  # a training step moves CPL's vector
+        models.append(model.eval())
+    a, b = models
+    with torch.no_grad():
+        a(x)  # fill the caches
+        a.load_state_dict(b.state_dict())
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    buffer = io.BytesIO()
+    torch.save(b, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), b(x), rtol=0, atol=0)
