@@ -38,6 +38,7 @@ def _job(
     certificates=True,
     status="FINISHED",
     drop=(),
+    data="digits",
 ):
     from mlflow.entities import Metric, Param
 
@@ -50,7 +51,7 @@ def _job(
             "tradeoff.role": "job",
             "mlflow.parentRunId": parent,
             "loss_family": family,
-            "dataset": "digits",
+            "dataset": data,
             "model": "seed_conv",
             "git_commit": "0123456789abcdef",
         },
@@ -59,7 +60,7 @@ def _job(
     keys = {"tau": "loss.tau", "m": "loss.min_margin", "a": "loss.alpha"}
     params = {
         "loss.family": family,
-        "data.name": "digits",
+        "data.name": data,
         "model.name": "seed_conv",
         "train.epochs": "2",
         "eval.eps": json.dumps(list(EPS)),
@@ -249,6 +250,43 @@ def test_unwritable_out_folder_is_named_before_any_drawing(store, tmp_path, caps
     assert err.startswith(f"tradeoff-report: error: --out='{blocker / 'r.pdf'}'")
     assert "writable folder" in err and len(err.strip().splitlines()) == 1
     assert blocker.read_text() == "not a folder"
+
+
+def test_where_keeps_one_dataset_and_mixed_datasets_are_flagged(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("mixed", artifact_location=str(tmp_path / "artifacts"))
+    sweep = client.create_run(exp, tags={"tradeoff.role": "sweep"}).info.run_id
+    ids = {
+        data: [
+            _job(client, exp, sweep, "tau_cce", {"tau": t}, seed=i, data=data)
+            for i, t in enumerate((1, 10))
+        ]
+        for data in ("digits", "fashion_mnist")
+    }
+    args = ["mixed", "--tracking-uri", uri, "--no-attach"]
+    main([*args, "--out", str(tmp_path / "all.pdf")])
+    out = capsys.readouterr().out
+    assert "2 datasets (digits, fashion_mnist)" in out and "--where data.name=" in out
+    assert len(load_runs("mixed", uri)) == 4
+
+    main([*args, "--where", "data.name=fashion_mnist", "--out", str(tmp_path / "f.pdf")])
+    assert "datasets" not in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "f_front.csv")
+    assert set(table["run_id"]) <= set(ids["fashion_mnist"])
+    runs = load_runs("mixed", uri, where={"data.name": "fashion_mnist"})
+    assert sorted(runs["run_id"]) == sorted(ids["fashion_mnist"])
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--where", "data.name=cifar10"])
+    assert exit_.value.code == 1
+    assert "no FINISHED job runs with data.name=cifar10" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--where", "data.name"])
+    assert exit_.value.code == 2
+    assert "is not PARAM=VALUE" in capsys.readouterr().err
 
 
 def test_missing_store_is_an_error_not_a_new_database(tmp_path):

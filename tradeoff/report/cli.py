@@ -4,6 +4,7 @@ tradeoff-report tau_grid                       # reports/tau_grid.pdf (+ _front.
 tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
 tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
 tradeoff-report optuna_pareto --z train/seconds  # the hypervolume of three objectives
+tradeoff-report fashion_front seed_table --where data.name=fashion_mnist
 
 The three files also become artifacts (`report/`) of the sweep parent runs of the runs drawn.
 """
@@ -82,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
         "minimised one)",
     )
     parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=_param_equals,
+        metavar="PARAM=VALUE",
+        help="only the runs whose config has this value (repeat for more), e.g. "
+        "data.name=fashion_mnist when an experiment holds runs on several datasets",
+    )
+    parser.add_argument(
         "--include-degenerate",
         action="store_true",
         help="draw the runs tagged degenerate too (at or below chance accuracy, or "
@@ -94,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         help="do not log the PDF, PNG and CSV as artifacts (report/) of the sweep parent runs",
     )
     return parser
+
+
+def _param_equals(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not PARAM=VALUE, e.g. data.name=mnist5k")
+    return key.strip(), value.strip()
 
 
 @contextlib.contextmanager
@@ -142,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                 z=args.z,
                 attach=not args.no_attach,
                 include_degenerate=args.include_degenerate,
+                where=dict(args.where),
             )
         except ReportError as exc:
             print(f"tradeoff-report: error: {exc}", file=sys.stderr)

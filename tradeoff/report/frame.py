@@ -13,8 +13,9 @@ of accuracy against cost.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ _MINIMISED = ("train/seconds", "train/epoch_seconds", "train/peak_memory_mb", "m
 
 # The param that tells seed repeats of one config apart.
 SEED_PARAM = "train.seed"
+DATA_PARAM = "params.data.name"
 
 _PAGE = 1000  # runs per search page
 
@@ -133,14 +135,18 @@ def _numeric_or_str(values: pd.Series) -> pd.Series:
     return values
 
 
-def _rows(client, experiment_ids: list[str], parent: str | None) -> list[dict]:
-    """Every job run of the experiments (any status), one flat dict each, with `config`: the
-    hash of its params without the seed, as `tracking.config_hash` hashes a run's config."""
+def _rows(
+    client, experiment_ids: list[str], parent: str | None, where: Mapping[str, str]
+) -> list[dict]:
+    """Every job run of the experiments (any status) whose params match `where`, one flat dict
+    each, with `config`: the hash of its params without the seed, as `tracking.config_hash`
+    hashes a run's config."""
     from ..tracking import config_hash
 
     filters = ["tags.`tradeoff.role` = 'job'"]
     if parent:
         filters.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+    filters += [f"params.`{key}` = '{value}'" for key, value in where.items()]
     rows: list[dict] = []
     token = None
     while True:
@@ -181,13 +187,23 @@ def select_runs(
     parent: str | None = None,
     *,
     include_degenerate: bool = False,
+    where: Mapping[str, str] | None = None,
 ) -> RunSelection:
-    """Read the job runs of `experiments`; raise ReportError for an unknown experiment, an
-    unknown parent run, or an experiment without any FINISHED job run. Runs tagged
-    degenerate are set aside (`RunSelection.degenerate`) unless `include_degenerate`."""
+    """Read the job runs of `experiments` whose params match `where` (e.g. `{"data.name":
+    "fashion_mnist"}`); raise ReportError for an unknown experiment, an unknown parent run, or
+    an experiment without any FINISHED job run. Runs tagged degenerate are set aside
+    (`RunSelection.degenerate`) unless `include_degenerate`. Runs on several datasets are
+    reported with a warning: their fronts are not comparable."""
     names = [experiments] if isinstance(experiments, str) else list(dict.fromkeys(experiments))
     if not names:
         raise ReportError("give at least one experiment name")
+    where = dict(where or {})
+    for key, value in where.items():
+        if not key or "`" in key or "'" in str(value):
+            raise ReportError(
+                f"where {key}={value!r}: a param name without backticks and a value without "
+                "quotes, e.g. data.name=fashion_mnist"
+            )
     uri = _resolve_uri(tracking_uri)
     check_store(uri)
     from ..tracking import open_client  # imported here: it imports mlflow, slow to import
@@ -214,7 +230,7 @@ def select_runs(
                 f"parent run {parent!r} belongs to experiment id {parent_run.info.experiment_id}, "
                 f"not to {', '.join(names)}"
             )
-    rows = _rows(client, list(ids.values()), parent)
+    rows = _rows(client, list(ids.values()), parent, where)
     by_id = {v: k for k, v in ids.items()}
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -226,10 +242,11 @@ def select_runs(
         others = mine[mine["status"] != "FINISHED"]["status"].value_counts()
         not_finished[name] = {str(k): int(v) for k, v in others.items()}
         if not (mine["status"] == "FINISHED").any():
-            where = f" under parent run {parent}" if parent else ""
+            scope = f" under parent run {parent}" if parent else ""
+            scope += "".join(f" with {k}={v}" for k, v in where.items())
             what = ", ".join(f"{v} {k}" for k, v in not_finished[name].items()) or "none at all"
             raise ReportError(
-                f"experiment {name!r} has no FINISHED job runs{where} (job runs: {what}); "
+                f"experiment {name!r} has no FINISHED job runs{scope} (job runs: {what}); "
                 "run a sweep into it first, e.g. `tradeoff-sweep quick`"
             )
     finished = frame[frame["status"] == "FINISHED"].copy()
@@ -237,6 +254,7 @@ def select_runs(
     finished["_order"] = finished["experiment"].map(order)
     finished = finished.sort_values(["_order", "start_time"], kind="stable").drop(columns="_order")
     finished = finished.dropna(axis=1, how="all").reset_index(drop=True)
+    _warn_mixed_data(finished)
     for col in [c for c in finished.columns if c.startswith("params.")]:
         finished[col] = _numeric_or_str(finished[col])
     for col in [c for c in finished.columns if c.startswith("metrics.")]:
@@ -255,6 +273,18 @@ def select_runs(
                     "--include-degenerate draws them anyway"
                 )
     return RunSelection(finished, names, uri, parent, not_finished, client, degenerate)
+
+
+def _warn_mixed_data(runs: pd.DataFrame) -> None:
+    datasets = sorted(runs.get(DATA_PARAM, pd.Series(dtype=object)).dropna().astype(str).unique())
+    if len(datasets) > 1:
+        logging.getLogger("tradeoff.report").warning(
+            "warning: the runs were trained on %d datasets (%s), whose fronts are not "
+            "comparable; choose one with --where data.name=%s",
+            len(datasets),
+            ", ".join(datasets),
+            datasets[0],
+        )
 
 
 def _infinite(values: pd.Series) -> pd.Series:
@@ -412,9 +442,11 @@ def load_runs(
     x: str = DEFAULT_X,
     y: str = DEFAULT_Y,
     include_degenerate: bool = False,
+    where: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One row per FINISHED job run of `experiments` (children of `parent` if given), without
-    the runs tagged degenerate unless `include_degenerate` (their reason: column `degenerate`).
+    """One row per FINISHED job run of `experiments` (children of `parent` if given, with the
+    params `where` gives), without the runs tagged degenerate unless `include_degenerate`
+    (their reason: column `degenerate`).
 
     Columns: run_id, experiment, experiment_id, status, run_name, loss_family, `config` (the
     config's hash without `train.seed`: seed repeats share it; `seed_repeats` folds them into
@@ -424,7 +456,7 @@ def load_runs(
     missing). Raises ReportError.
     """
     runs = select_runs(
-        experiments, tracking_uri, parent, include_degenerate=include_degenerate
+        experiments, tracking_uri, parent, include_degenerate=include_degenerate, where=where
     ).runs
     for name in (x, y):
         metric_column(runs, name)

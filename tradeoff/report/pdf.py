@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -161,6 +161,7 @@ def build_report(
     attach: bool = True,
     include_degenerate: bool = False,
     z: Sequence[str] = (),
+    where: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
     with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path. With
@@ -177,11 +178,14 @@ def build_report(
     Runs tagged degenerate (robust by doing nothing) are left out and listed on the summary
     page, unless `include_degenerate`.
 
+    `where`: only the runs with these params, e.g. `{"data.name": "fashion_mnist"}` when an
+    experiment holds runs on several datasets.
+
     Raises ReportError for an unknown experiment or parent run, an experiment without
     FINISHED job runs, or a metric no run has; nothing is written then.
     """
     selection = select_runs(
-        experiments, tracking_uri, parent, include_degenerate=include_degenerate
+        experiments, tracking_uri, parent, include_degenerate=include_degenerate, where=where
     )
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
     data, table = _report_data(selection, x, y, reference, csv_path.name, z)
