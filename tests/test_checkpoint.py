@@ -12,7 +12,7 @@ from training import compose_config, train_config
 from tradeoff import checkpoint
 from tradeoff.checkpoint import CheckpointError
 from tradeoff.paths import OutputDirError
-from tradeoff.train import ConfigError, build, run
+from tradeoff.train import ConfigError, build, checkpoint_folder, run
 
 # Shifted batches and a OneCycle schedule: every random and scheduled state matters.
 RECIPE = [
@@ -151,3 +151,8 @@ def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path, mo
     with pytest.raises(OutputDirError, match=r"^train.checkpoint_dir='.*' cannot be written"):
         run(cfg)
     assert not list(tmp_path.glob("mlruns/*/*"))  # no run was started
+    # A folder that can be made is checked, not made: a run that writes no checkpoint
+    # (skipped, or stopped before its first) leaves nothing behind.
+    later = tmp_path / "new" / "ck"
+    assert checkpoint_folder(compose_config([f"train.checkpoint_dir={later}"])) == later
+    assert not (tmp_path / "new").exists()

@@ -40,7 +40,7 @@ from .degenerate import TAG as DEGENERATE
 from .degenerate import diameter, why_degenerate
 from .export import export_vanilla
 from .loop import TrainingDiverged, fit, resolve_device
-from .paths import writable_dir
+from .paths import OutputDirError, writable_dir
 from .schedules import Schedule
 from .stores import store_failure
 from .tracking import (
@@ -347,11 +347,24 @@ def logged_metrics(cfg: DictConfig) -> set[str]:
 
 
 def checkpoint_folder(cfg: DictConfig) -> Path | None:
-    """`train.checkpoint_dir`, checked writable (None: checkpoints are off)."""
-    folder = cfg.train.get("checkpoint_dir", None)
-    if folder is None:
+    """`train.checkpoint_dir` (None: checkpoints are off), checked writable where it is, or
+    where it would be made: a run that writes no checkpoint leaves no empty folder behind."""
+    setting = cfg.train.get("checkpoint_dir", None)
+    if setting is None:
         return None
-    return writable_dir(folder, "train.checkpoint_dir")
+    folder = Path(str(setting))
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise OutputDirError("", "Not a directory")
+        writable_dir(existing, "train.checkpoint_dir", create=False)
+    except OutputDirError as exc:
+        raise OutputDirError(
+            f"train.checkpoint_dir={str(setting)!r} cannot be written ({exc.reason}); set "
+            "train.checkpoint_dir to a writable folder, or to null for no checkpoints",
+            exc.reason,
+        ) from None
+    return folder
 
 
 @dataclass
