@@ -225,7 +225,8 @@ class SkewExp(CachedParametrization):
 
 
 def _skew_exp_parametrize(layer: nn.Module) -> nn.Module:
-    """Put `SkewExp` on `layer.weight`, the free square matrix initialised small."""
+    """Put `SkewExp` on `layer.weight`: a free square matrix with N(0, 1/n) entries, whose
+    exponential is a random-looking orthogonal matrix (as the authors initialise SOC)."""
     shape = tuple(layer.weight.shape)
     n = max(shape[0], math.prod(shape[1:]))
     free = nn.Parameter(torch.randn(n, n) / math.sqrt(n))
