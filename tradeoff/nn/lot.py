@@ -29,7 +29,14 @@ from torch.nn.utils import parametrize
 from . import families
 from .operator_norm import spectral_norm
 from .parametrizations import CachedParametrization
-from .soc import dense_conv, eval_weight, fold_layers, fold_stride, folded_size
+from .soc import (
+    check_geometry,
+    dense_conv,
+    eval_weight,
+    fold_layers,
+    fold_stride,
+    folded_size,
+)
 
 __all__ = [
     "FourierPolar",
@@ -277,6 +284,7 @@ def lot_conv(
     kernel; a kernel equal to the stride (a 1×1 map, or a 2×2 stride-2 downsampling) is a dense
     map after space-to-depth, a standard `nn.Conv2d` with the polar factor `PolarNewton`."""
     _check_iterations(iterations)
+    check_geometry(kernel_size, stride, c_in, c_out)
     if kernel_size != stride:
         return LOTConv2d(c_in, c_out, kernel_size, stride, iterations=iterations)
     return dense_conv(c_in, c_out, stride, input_size, _polar_parametrize(iterations))

@@ -36,6 +36,7 @@ __all__ = [
     "SOCConv2d",
     "SkewExp",
     "SkewKernel",
+    "check_geometry",
     "dense_conv",
     "eval_weight",
     "fold_layers",
@@ -84,7 +85,8 @@ def transpose_kernel(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.transpose(0, 1).flip(2, 3)
 
 
-def _check_geometry(kernel_size: int, stride: int, in_channels: int, out_channels: int) -> None:
+def check_geometry(kernel_size: int, stride: int, in_channels: int, out_channels: int) -> None:
+    """Refuse what the orthogonal convolutions cannot build, naming the value."""
     if min(in_channels, out_channels) < 1 or stride < 1:
         raise ValueError(
             f"channels and stride must be >= 1 (got {in_channels}, {out_channels}, {stride})"
@@ -269,7 +271,7 @@ class SOCConv2d(nn.Module):
         init_iterations: int = 50,
     ) -> None:
         super().__init__()
-        _check_geometry(kernel_size, stride, in_channels, out_channels)
+        check_geometry(kernel_size, stride, in_channels, out_channels)
         if kernel_size % 2 == 0:
             raise ValueError(
                 f"SOCConv2d needs an odd kernel_size (got {kernel_size}); a kernel equal to the "
@@ -385,7 +387,7 @@ def soc_conv(
     """The family's convolution, `same` output size ceil(n / stride): `SOCConv2d` for an odd
     kernel; a kernel equal to the stride (a 1×1 map, or a 2×2 stride-2 downsampling) is a dense
     map after space-to-depth, a standard `nn.Conv2d` with the exact exponential `SkewExp`."""
-    _check_geometry(kernel_size, stride, c_in, c_out)
+    check_geometry(kernel_size, stride, c_in, c_out)
     if kernel_size != stride:
         return SOCConv2d(c_in, c_out, kernel_size, stride, terms=terms, eval_terms=eval_terms)
     return dense_conv(c_in, c_out, stride, input_size, _skew_exp_parametrize)
