@@ -64,7 +64,7 @@ PARENT_RUN_FILE = "mlflow_parent_run.json"
 # Server stores: a job claiming a config looks for older claims twice, this far apart.
 CLAIM_SETTLE_SECONDS = 2.0
 # Keys that do not change what a run computes: left out of the config hash.
-_NON_SEMANTIC = (
+NON_SEMANTIC = (
     "tracking",
     "sweep",
     "hydra",
@@ -134,7 +134,7 @@ def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
     kept = {
         k: v
         for k, v in flat.items()
-        if not any(k == p or k.startswith(p + ".") for p in _NON_SEMANTIC)
+        if not any(k == p or k.startswith(p + ".") for p in NON_SEMANTIC)
     }
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -333,9 +333,9 @@ def quote_filter(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _semantic(key: str) -> bool:
-    """Whether an override of `key` can change what the jobs compute (see _NON_SEMANTIC)."""
-    return not any(key == p or key.startswith((p + ".", p + "/")) for p in _NON_SEMANTIC)
+def semantic(key: str) -> bool:
+    """Whether `key` (or an override of it) can change what a run computes (see NON_SEMANTIC)."""
+    return not any(key == p or key.startswith((p + ".", p + "/")) for p in NON_SEMANTIC)
 
 
 def sweep_key(config: DictConfig) -> tuple[str, str]:
@@ -353,7 +353,7 @@ def sweep_key(config: DictConfig) -> tuple[str, str]:
     fixed = []
     for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
         key = override.key_or_group
-        if key == "sweeps" or not _semantic(key):
+        if key == "sweeps" or not semantic(key):
             continue
         if override.is_sweep_override() or key in swept:
             swept.add(key)
@@ -700,8 +700,8 @@ class RunTracker:
     def resume(self, run_id: str) -> str:
         """Reopen run `run_id` (stopped earlier, with a checkpoint) as this process's RUNNING
         run: its `error` tag and note are removed, `tradeoff.host`/`tradeoff.pid` become this
-        process's and `tradeoff.resumed` counts the resumptions. Params are not logged again:
-        the config is the same."""
+        process's, `tradeoff.resumed` counts the resumptions, and the parent run and Optuna
+        trial are those of this job. Params are not logged again: the config is the same."""
         reap_dead_runs(self.client, self.experiment_id)
         run = with_retries(self.client.get_run, run_id)
         for key in ("error", NOTE):

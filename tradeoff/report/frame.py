@@ -473,31 +473,40 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-# Params that never label a run: what does not change its result (as the config hash), and
-# the loss's own (labelled through its family's description, tradeoff.losses.FAMILIES).
-_UNLABELLED = ("tracking.", "hydra.", "sweep.", "train.threads", "train.progress", "train.device")
-
-
 def varying_params(runs: pd.DataFrame) -> list[str]:
-    """The params besides the loss's that differ between `runs` (set in some, unset in others
-    counts): `optim.lr`, `model.layer`, ... — what front labels add to the loss's. Once seed
-    repeats are folded into one row (`seed_repeats`), the seed no longer tells rows apart."""
+    """The params besides the loss's that tell `runs` apart: `optim.lr`, `model.layer`, ... —
+    what front labels add to the loss's. Left out: what does not change a run's result (as
+    the config hash, `tracking.semantic`), the seed once seed repeats are folded into one row
+    (`seed_repeats`), and a param unset in some runs where that alone tells nothing: a null
+    value (a key newer runs log with its default), or an option of one choice of its config
+    group when the choice itself differs (`schedule.div_factor` beside `schedule.name`)."""
+    from ..tracking import semantic  # imported here: it imports mlflow, slow to import
+
     folded = "seeds" in runs and bool((runs["seeds"] > 1).any())
+    text = {
+        col.removeprefix("params."): runs[col].astype(str).where(runs[col].notna(), "None")
+        for col in sorted(c for c in runs.columns if c.startswith("params."))
+    }
     out = []
-    for col in sorted(c for c in runs.columns if c.startswith("params.")):
-        key = col.removeprefix("params.")
-        if key.startswith(("loss.", *_UNLABELLED)) or key in _UNLABELLED:
+    for key, values in text.items():
+        if key.startswith("loss.") or not semantic(key) or (folded and key == SEED_PARAM):
             continue
-        if folded and key == SEED_PARAM:
+        if values.nunique() < 2:
             continue
-        if runs[col].astype(str).where(runs[col].notna(), "").nunique() > 1:
+        group = key.rsplit(".", 1)[0] if "." in key else ""
+        choice = [text.get(f"{group}.{k}") for k in ("name", "_target_")]
+        chosen = any(c is not None and c.nunique() > 1 for c in choice)
+        if chosen and key.rsplit(".", 1)[-1] not in ("name", "_target_"):
+            values = values[values != "None"]  # compare where this option exists
+        if values.nunique() > 1:
             out.append(key)
     return out
 
 
 def _short_names(keys: Sequence[str]) -> dict[str, str]:
-    """`optim.lr` → `lr`, `optim._target_` → `optim`; the whole key where two would clash."""
-    short = {k: k.removesuffix("._target_").rsplit(".", 1)[-1] for k in keys}
+    """`optim.lr` → `lr`, `optim._target_` → `optim`, `schedule.name` → `schedule`; the whole
+    key where two would clash."""
+    short = {k: k.removesuffix("._target_").removesuffix(".name").rsplit(".", 1)[-1] for k in keys}
     clashes = {n for n in short.values() if list(short.values()).count(n) > 1}
     return {k: (k if n in clashes else n) for k, n in short.items()}
 

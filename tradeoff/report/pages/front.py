@@ -164,7 +164,16 @@ def page_front(data: ReportData) -> Figure:
     )
     if missed:
         caption_note = f"{missed} label(s) left out where they would overlap."
-        fig.text(0.985, 0.07, caption_note, ha="right", va="top", fontsize=9, color="0.25")
+        ax.text(
+            1.0,
+            1.01,
+            caption_note,
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=9,
+            color="0.25",
+        )
     return fig
 
 
