@@ -252,7 +252,12 @@ def test_the_zoo_option_sets_the_terms_and_others_are_refused():
 def trained(request, digits):
     torch.manual_seed(0)
     model = zoo.create(
-        "convnet", input_shape=digits.input_shape, num_classes=10, layer=request.param, width=4
+        "convnet",
+        input_shape=digits.input_shape,
+        num_classes=10,
+        layer=request.param,
+        width=4,
+        depth=2,
     )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     fit(
