@@ -23,6 +23,10 @@ FAST = ["data=digits", "train.threads=1", "train.batch_size=64", "tracking.log_m
 # A job long enough to be caught training (digits: about 1 s an epoch on one thread).
 LONG = [*FAST, "train.epochs=40"]
 STOPPED = "stopped by {}; runs in progress are marked KILLED"
+CHECKPOINTED = (
+    "stopped by {}; runs in progress are checkpointed and marked KILLED: the same command "
+    "resumes them"
+)
 
 
 def _env() -> dict[str, str]:
@@ -106,16 +110,82 @@ def _stop(proc: subprocess.Popen, sig: signal.Signals) -> tuple[int, float, list
     return proc.returncode, seconds, lines
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_ends_a_run_in_one_line_and_marks_it_killed(tmp_path, sig):
-    proc = _start(["tradeoff-train", *LONG], tmp_path)
-    db = tmp_path / "mlflow.db"
+def _stop_a_run(args: list[str], cwd: Path, sig: signal.Signals, line: str) -> dict[str, str]:
+    """Start `tradeoff-train`, send `sig` once it trains: it exits within 5 s with 128 + sig,
+    printing `line` alone, its run KILLED by the signal; returns the run."""
+    proc = _start(["tradeoff-train", *args], cwd)
+    db = cwd / "mlflow.db"
     _wait_for(_training(db), proc)
     code, seconds, lines = _stop(proc, sig)
     assert code == 128 + sig and seconds < 5
-    assert lines == [f"tradeoff-train: {STOPPED.format(sig.name)}"]
+    assert lines == [f"tradeoff-train: {line.format(sig.name)}"]
     (job,) = _jobs(db)
     assert job["status"] == "KILLED" and job["error"] == f"Interrupted: stopped by {sig.name}"
+    return job
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_run_in_one_line_and_marks_it_killed(tmp_path, sig):
+    """Without checkpoints (train.checkpoint_dir=null) the signal stops the run at once."""
+    _stop_a_run([*LONG, "train.checkpoint_dir=null"], tmp_path, sig, STOPPED)
+
+
+def _steps(db: Path, run_id: str, key: str) -> list[int]:
+    rows = query(db, "SELECT step FROM metrics WHERE run_uuid = ? AND key = ?", run_id, key)
+    return sorted(step for (step,) in rows)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stopped_run_resumes_in_the_same_mlflow_run(tmp_path, sig):
+    """SIGTERM, or SLURM's advance notice SIGUSR1, mid-training: the run is checkpointed and
+    KILLED; the same command goes on from the checkpoint in the same run, whose epochs are
+    logged once each, and ends FINISHED with its checkpoint removed."""
+    args = [*FAST, "train.epochs=12"]
+    db = tmp_path / "mlflow.db"
+    job = _stop_a_run(args, tmp_path, sig, CHECKPOINTED)
+    saved = tmp_path / job["tradeoff.checkpoint"]
+    assert saved.parent.parent == tmp_path / "checkpoints" and saved.exists()
+    stopped_at = _steps(db, job["id"], "train/loss")
+    assert stopped_at == list(range(1, len(stopped_at) + 1)) and len(stopped_at) < 12
+
+    again = _run(["tradeoff-train", *args], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming MLflow run {job['id']}" in again.stdout
+    (done,) = _jobs(db)
+    assert done["id"] == job["id"] and done["status"] == "FINISHED"
+    assert done["tradeoff.resumed"] == "1" and "error" not in done
+    assert _steps(db, job["id"], "train/loss") == list(range(1, 13))
+    assert _steps(db, job["id"], "test/accuracy") == [12]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_submitit_requeues_a_preempted_job_which_resumes_its_run(tmp_path):
+    """submitit's preemption signal (SIGUSR2) to a job of a submitit_local sweep: the job
+    checkpoints, submitit requeues it, and the requeued job finishes the same run."""
+    args = [
+        "tradeoff-train",
+        "-m",
+        *FAST,
+        "train.epochs=12",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.cpus_per_task=1",
+        "loss.tau=3",
+    ]
+    proc = _start(args, tmp_path)
+    db = tmp_path / "mlflow.db"
+    _wait_for(_training(db), proc)
+    (job,) = _jobs(db, "RUNNING")
+    os.kill(int(job["tradeoff.pid"]), signal.SIGUSR2)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    (done,) = _jobs(db)
+    assert done["id"] == job["id"] and done["status"] == "FINISHED"
+    assert done["tradeoff.resumed"] == "1" and done["tradeoff.pid"] != job["tradeoff.pid"]
+    assert _steps(db, job["id"], "train/loss") == list(range(1, 13))
+    logs = "".join(p.read_text() for p in tmp_path.glob("multirun/**/*_log.out"))
+    assert "Requeued job" in logs or "Requeued" in logs + out + err
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_sigint_ends_a_grid_with_its_parent_and_job_killed(tmp_path):
@@ -125,7 +195,7 @@ def test_sigint_ends_a_grid_with_its_parent_and_job_killed(tmp_path):
     _wait_for(_training(db), proc)
     code, seconds, lines = _stop(proc, signal.SIGINT)
     assert code == 130 and seconds < 5
-    assert lines == [f"tradeoff-train: {STOPPED.format('SIGINT')}"]
+    assert lines == [f"tradeoff-train: {CHECKPOINTED.format('SIGINT')}"]
     (job,) = _jobs(db)  # the second config never started
     assert job["status"] == "KILLED"
     (parent,) = [r for r in _runs(db) if r.get("tradeoff.role") == "sweep"]
@@ -147,7 +217,7 @@ def test_sigterm_ends_an_optuna_study_and_its_trial_is_requeued(tmp_path):
     _wait_for(_training(db), proc)
     code, seconds, lines = _stop(proc, signal.SIGTERM)
     assert code == 143 and seconds < 5
-    assert lines == [f"tradeoff-train: {STOPPED.format('SIGTERM')}"]
+    assert lines == [f"tradeoff-train: {CHECKPOINTED.format('SIGTERM')}"]
     (job,) = _jobs(db)
     assert job["status"] == "KILLED"
     (parent,) = [r for r in _runs(db) if r.get("tradeoff.role") == "sweep"]
