@@ -5,6 +5,7 @@ tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
 tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
 tradeoff-report optuna_pareto --z train/seconds  # the hypervolume of three objectives
 tradeoff-report fashion_front seed_table --where data.name=fashion_mnist
+tradeoff-report layers_compared --by model.layer  # groups, colours and fronts per layer family
 
 The three files also become artifacts (`report/`) of the sweep parent runs of the runs drawn.
 """
@@ -92,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         "data.name=fashion_mnist when an experiment holds runs on several datasets",
     )
     parser.add_argument(
+        "--by",
+        metavar="PARAM",
+        help="group the runs by this config param instead of the loss family, e.g. "
+        "model.layer: its values colour the points, get a front each and title the legends",
+    )
+    parser.add_argument(
         "--include-degenerate",
         action="store_true",
         help="draw the runs tagged degenerate too (at or below chance accuracy, or "
@@ -160,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                 attach=not args.no_attach,
                 include_degenerate=args.include_degenerate,
                 where=dict(args.where),
+                by=args.by,
             )
         except ReportError as exc:
             print(f"tradeoff-report: error: {exc}", file=sys.stderr)

@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from .frame import varying_params
-from .style import EXPERIMENT_MARKERS, FAMILY_COLOURS
+from .frame import ReportError, varying_params
+from .style import EXPERIMENT_MARKERS, FAMILY_COLOURS, family_colour, group_colour
 
-__all__ = ["MAX_CURVES", "ReportData", "curve_runs", "subset"]
+__all__ = ["GROUP", "MAX_CURVES", "ReportData", "curve_runs", "subset"]
 
 MAX_CURVES = 10  # front runs drawn on the curve pages
+GROUP = "group"  # the column of `runs` that colours the points: the loss family or `by`'s value
 
 
 @dataclass
@@ -50,6 +51,12 @@ class ReportData:
     reference_all: tuple[float, ...] = ()
     hypervolume_all: float = float("nan")
     nondominated_all: int = 0
+    # The param whose values colour the runs and get a front each (`--by model.layer`); None:
+    # the loss family.
+    by: str | None = None
+
+    def __post_init__(self) -> None:
+        self.runs = self.runs.assign(**{GROUP: _groups(self.runs, self.by)})
 
     @property
     def repeats(self) -> bool:
@@ -91,6 +98,38 @@ class ReportData:
         present = set(self.runs["loss_family"].astype(str))
         known = [f for f in FAMILY_COLOURS if f in present]
         return known + sorted(present - set(known))
+
+    @property
+    def group_title(self) -> str:
+        """What the groups are, as legends title them: "loss family", or the `by` param."""
+        return self.by or "loss family"
+
+    def groups(self) -> list[str]:
+        """The values of the GROUP column present: the loss families (`families`), or the `by`
+        param's values in sorted order."""
+        if self.by is None:
+            return self.families()
+        return sorted(set(self.runs[GROUP].astype(str)))
+
+    def colour(self, group: str) -> str:
+        """A group's colour on every page: its loss family's, or its place among `groups()`."""
+        if self.by is None:
+            return family_colour(group)
+        return group_colour(self.groups().index(group))
+
+
+def _groups(runs: pd.DataFrame, by: str | None) -> pd.Series:
+    """Each run's group: its loss family, or its value of the param `by` ("None" if unset)."""
+    if by is None:
+        return runs.get("loss_family", pd.Series("", index=runs.index)).astype(str)
+    column = f"params.{by}"
+    if column not in runs:
+        logged = sorted(c.removeprefix("params.") for c in runs if c.startswith("params."))
+        near = [p for p in logged if p.split(".")[0] == by.split(".")[0]] or logged[:8]
+        raise ReportError(
+            f"--by {by}: no run logged that param; choose one they logged, e.g. " + ", ".join(near)
+        )
+    return runs[column].astype(str).where(runs[column].notna(), "None")
 
 
 def curve_runs(data: ReportData) -> tuple[pd.DataFrame, str]:

@@ -7,10 +7,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from .data import ReportData
+from .data import GROUP, ReportData
 from .frame import hyperparameters, spread_column
 from .layout import header
-from .style import EXPERIMENT_MARKERS, RUN_LINESTYLES, family_colour, family_shades
+from .style import EXPERIMENT_MARKERS, RUN_LINESTYLES, shades
 
 __all__ = [
     "REPEATS_NOTE",
@@ -26,14 +26,14 @@ REPEATS_NOTE = " Seeds of one config: one point at their mean, error bars ± 1 s
 
 
 def scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
-    """Every run a point: colour = loss family, marker = experiment; front runs ringed."""
-    for (family, experiment), group in runs.groupby(["loss_family", "experiment"], sort=False):
+    """Every run a point: colour = its group (loss family or `--by`), marker = experiment."""
+    for (family, experiment), group in runs.groupby([GROUP, "experiment"], sort=False):
         ax.scatter(
             group[xcol],
             group[ycol],
             s=42,
             marker=data.marker(str(experiment)),
-            color=family_colour(str(family)),
+            color=data.colour(str(family)),
             edgecolors="white",
             linewidths=0.6,
             zorder=3,
@@ -41,13 +41,13 @@ def scatter(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str
         )
 
 
-def error_bars(ax: Axes, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
+def error_bars(ax: Axes, data: ReportData, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
     """± one standard deviation over the seeds, in both directions, around each row that folds
     several seed repeats (`frame.seed_repeats`); rows of one run get none."""
     if "seeds" not in runs:
         return
     repeated = runs[runs["seeds"] > 1]
-    for family, group in repeated.groupby("loss_family", sort=False):
+    for family, group in repeated.groupby(GROUP, sort=False):
         spreads = [
             group[spread_column(c)].astype(float) if spread_column(c) in group else None
             for c in (xcol, ycol)
@@ -58,7 +58,7 @@ def error_bars(ax: Axes, runs: pd.DataFrame, xcol: str, ycol: str) -> None:
             xerr=spreads[0],
             yerr=spreads[1],
             fmt="none",
-            ecolor=family_colour(str(family)),
+            ecolor=data.colour(str(family)),
             elinewidth=1.0,
             capsize=2.5,
             alpha=0.8,
@@ -96,21 +96,21 @@ def _run_handle(style: dict[str, object], label: str, lw: float, ms: float) -> L
     )
 
 
-def run_styles(runs: pd.DataFrame) -> dict[str, dict[str, object]]:
-    """Per run: a shade of its family's colour of its own (light to dark in the order of
-    `runs`, along the front: more accurate to more robust), and within its family a line
+def run_styles(data: ReportData, runs: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """Per run: a shade of its group's colour of its own (light to dark in the order of
+    `runs`, along the front: more accurate to more robust), and within its group a line
     style and a marker of its own."""
-    shades = {
-        family: family_shades(str(family), int(n))
-        for family, n in runs["loss_family"].value_counts().items()
+    palette = {
+        group: shades(data.colour(str(group)), int(n))
+        for group, n in runs[GROUP].value_counts().items()
     }
     seen: dict[str, int] = {}
     out = {}
     for _, row in runs.iterrows():
-        k = seen.get(row["loss_family"], 0)
-        seen[row["loss_family"]] = k + 1
+        k = seen.get(row[GROUP], 0)
+        seen[row[GROUP]] = k + 1
         out[row["run_id"]] = {
-            "color": shades[row["loss_family"]][k],
+            "color": palette[row[GROUP]][k],
             "ls": RUN_LINESTYLES[k % len(RUN_LINESTYLES)],
             "marker": EXPERIMENT_MARKERS[k % len(EXPERIMENT_MARKERS)],
         }
@@ -120,10 +120,10 @@ def run_styles(runs: pd.DataFrame) -> dict[str, dict[str, object]]:
 def run_legend(
     data: ReportData, runs: pd.DataFrame, styles: dict, lw: float, ms: float
 ) -> list[Line2D]:
-    """Legend entries of the front runs drawn, under a heading per loss family."""
+    """Legend entries of the front runs drawn, under a heading per group (loss family)."""
     handles: list[Line2D] = []
-    for family in data.families():
-        mine = runs[runs["loss_family"] == family]
+    for family in data.groups():
+        mine = runs[runs[GROUP] == family]
         if mine.empty:
             continue
         handles.append(header(family))

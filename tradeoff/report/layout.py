@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 
 from .data import ReportData
 from .labels import wrap
-from .style import PAGE_SIZE, family_colour
+from .style import PAGE_SIZE
 
 __all__ = ["Page", "add_caption", "add_legend", "add_note", "header", "legend_handles", "new_page"]
 
@@ -73,10 +73,11 @@ def header(text: str) -> Line2D:
 
 
 def legend_handles(data: ReportData, extra: Sequence[Line2D] = ()) -> list[Line2D]:
-    """Loss families (colours), experiments (markers, if several), then `extra` lines."""
-    handles = [header("loss family")] + [
-        Line2D([], [], ls="", marker="o", ms=8, color=family_colour(f), label=f)
-        for f in data.families()
+    """Groups (colours: loss families or `--by`), experiments (markers, if several), then
+    `extra` lines."""
+    handles = [header(data.group_title)] + [
+        Line2D([], [], ls="", marker="o", ms=8, color=data.colour(f), label=f)
+        for f in data.groups()
     ]
     if len(data.experiments) > 1:
         handles += [header("experiment")] + [

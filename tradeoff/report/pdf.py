@@ -96,6 +96,7 @@ def _report_data(
     reference: Sequence[float] | None,
     table_name: str,
     z: Sequence[str] = (),
+    by: str | None = None,
 ) -> tuple[ReportData, pd.DataFrame]:
     """The pages' data and the front table, before the per-run artifacts are fetched: one row
     per config, its seed repeats folded into their means (`frame.seed_repeats`)."""
@@ -131,6 +132,7 @@ def _report_data(
         reference_all=tuple(float(v) for v in reference_all),
         hypervolume_all=hypervolume(runs, x_col, y_col, reference_all, z=z_cols),
         nondominated_all=int(nondominated(runs, objectives).sum()),
+        by=by,
     )
     return data, front_table(runs, x_col, y_col)
 
@@ -162,6 +164,7 @@ def build_report(
     include_degenerate: bool = False,
     z: Sequence[str] = (),
     where: Mapping[str, str] | None = None,
+    by: str | None = None,
 ) -> Path:
     """Write the Pareto report of `experiments` to `out` (default `reports/<experiment>.pdf`)
     with `<stem>_front.png` and `<stem>_front.csv` beside it; return the PDF's path. With
@@ -181,6 +184,9 @@ def build_report(
     `where`: only the runs with these params, e.g. `{"data.name": "fashion_mnist"}` when an
     experiment holds runs on several datasets.
 
+    `by`: a param (e.g. `model.layer`) whose values colour the runs, get a front each and
+    title the legends, instead of the loss family; the cost page then compares those groups.
+
     Raises ReportError for an unknown experiment or parent run, an experiment without
     FINISHED job runs, or a metric no run has; nothing is written then.
     """
@@ -188,7 +194,7 @@ def build_report(
         experiments, tracking_uri, parent, include_degenerate=include_degenerate, where=where
     )
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
-    data, table = _report_data(selection, x, y, reference, csv_path.name, z)
+    data, table = _report_data(selection, x, y, reference, csv_path.name, z, by)
     try:
         writable_dir(pdf_path.parent, "--out")
     except OutputDirError as exc:

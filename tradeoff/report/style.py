@@ -1,6 +1,7 @@
 """The report's look: page size, fonts, and the colour and marker every run keeps on every page.
 
-A loss family's colour is the one its description gives it (`tradeoff.losses.FAMILIES`); the
+A loss family's colour is the one its description gives it (`tradeoff.losses.FAMILIES`); groups
+of another param (`tradeoff-report --by model.layer`) take GROUP_COLOURS in order; the
 experiment a run belongs to sets its marker.
 """
 
@@ -15,17 +16,32 @@ __all__ = [
     "EXPERIMENT_MARKERS",
     "FAMILY_COLOURS",
     "FRONT_COLOUR",
+    "GROUP_COLOURS",
     "PAGE_SIZE",
     "RC",
     "RUN_LINESTYLES",
     "family_colour",
-    "family_shades",
+    "group_colour",
+    "shades",
 ]
 
 # One colour per loss family, on every page: the one its description gives it.
 FAMILY_COLOURS: dict[str, str] = {name: f.colour for name, f in FAMILIES.items()}
 
 _SPARE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f")
+# Groups of a param other than the loss family, in their sorted order: matplotlib's tab10.
+GROUP_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 FRONT_COLOUR = "#222222"
 EXPERIMENT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 RUN_LINESTYLES = ("-", "--", "-.", ":")
@@ -59,10 +75,15 @@ def family_colour(family: str) -> str:
     return _SPARE_COLOURS[sum(map(ord, family)) % len(_SPARE_COLOURS)]
 
 
-def family_shades(family: str, n: int) -> list[tuple[float, float, float]]:
-    """`n` distinct shades of a family's colour, light to dark: one per run of the family where
-    runs are drawn as separate lines, so that the hue still names the family."""
-    base = np.array(to_rgb(family_colour(family)))
+def group_colour(index: int) -> str:
+    """The colour of the `index`-th group of a param other than the loss family."""
+    return GROUP_COLOURS[index % len(GROUP_COLOURS)]
+
+
+def shades(colour: str, n: int) -> list[tuple[float, float, float]]:
+    """`n` distinct shades of a group's colour, light to dark: one per run of the group where
+    runs are drawn as separate lines, so that the hue still names the group."""
+    base = np.array(to_rgb(colour))
     if n == 1:
         return [tuple(base)]
     # From 40% white to 45% black: every shade stays visible on white and apart from the next.

@@ -75,7 +75,7 @@ def page_cost(data: ReportData) -> Figure:
                 front = runs[pareto_front(runs, xcol, ycol)]
                 xs, ys = front[xcol].to_numpy(float), front[ycol].to_numpy(float)
                 step_front(ax, xs, ys, False, color=FRONT_COLOUR, lw=1.6, zorder=2)
-                error_bars(ax, runs, xcol, ycol)
+                error_bars(ax, data, runs, xcol, ycol)
                 scatter(ax, data, runs, xcol, ycol)
                 values = runs[xcol].astype(float)
                 if values.min() > 0 and values.max() > 20 * values.min():

@@ -49,7 +49,7 @@ def page_cra(data: ReportData) -> Figure:
                 lw=1.6,
                 zorder=2,
             )
-            error_bars(ax, runs, col, data.y_col)
+            error_bars(ax, data, runs, col, data.y_col)
             scatter(ax, data, runs, col, data.y_col)
         label = radius_label(eps)
         ax.set_title(f"ε = {label}" + (f" ≈ {eps:.3f}" if "/" in label else ""))

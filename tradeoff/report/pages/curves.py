@@ -40,7 +40,7 @@ def page_curves(data: ReportData) -> Figure:
         add_note(fig.add_subplot(), f"no {' or '.join(missing)} history logged by the front runs")
         return fig
     axes = np.atleast_1d(fig.subplots(1, len(logged)))
-    styles = run_styles(runs)
+    styles = run_styles(data, runs)
     for ax, metric in zip(axes, logged, strict=True):
         for _, row in runs.iterrows():
             style = styles[row["run_id"]]

@@ -12,12 +12,12 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from ..data import ReportData, subset
+from ..data import GROUP, ReportData, subset
 from ..draw import REPEATS_NOTE, error_bars, scatter, step_front
 from ..frame import hyperparameters, maximised, pareto_front
 from ..labels import axis_hint, metric_label
 from ..layout import Page, add_legend, legend_handles, new_page
-from ..style import FRONT_COLOUR, family_colour
+from ..style import FRONT_COLOUR
 
 __all__ = ["MAX_LABELS", "PAGE", "TITLE", "page_front"]
 
@@ -93,21 +93,23 @@ def _point_label(row: pd.Series, extra: Sequence[str] = ()) -> str:
 
 
 def page_front(data: ReportData) -> Figure:
-    """Every run a point coloured by loss family, each family's front, the overall front,
-    the overall front's points labelled with their hyperparameters."""
+    """Every run a point coloured by its group (loss family, or `--by`), each group's front,
+    the overall front, the overall front's points labelled with their hyperparameters."""
     plotted, front = data.plotted, data.front
     labelled = subset(len(front), MAX_LABELS)
     ref = f"({data.reference[0]:g}, {data.reference[1]:g})"
-    several = len(data.families()) > 1  # with one family, its front is the overall front
+    several = len(data.groups()) > 1  # with one group, its front is the overall front
     steps = "thick black steps and ringed points: "
     if several:
-        steps = "Thin dashed steps: the front of each loss family; " + steps
+        steps = f"Thin dashed steps: the front of each {data.group_title}; " + steps
     points = f"{len(plotted)} runs"
     if data.repeats:
         points = f"{len(plotted)} configs of {data.run_count} runs"
     caption = (
-        f"Every FINISHED run with both metrics is a point ({points}; colour = loss "
-        "family" + (", marker = experiment" if len(data.experiments) > 1 else "") + "). "
+        f"Every FINISHED run with both metrics is a point ({points}; colour = "
+        f"{data.group_title}"
+        + (", marker = experiment" if len(data.experiments) > 1 else "")
+        + "). "
         f"{steps[0].upper()}{steps[1:]}the overall front ({len(front)} runs), labelled with "
         f"their hyperparameters. Hypervolume of the overall front {data.hypervolume:.4f} "
         f"(reference point {ref})."
@@ -121,8 +123,8 @@ def page_front(data: ReportData) -> Figure:
         )
     fig = new_page(f"{TITLE}: {metric_label(data.y)} vs {metric_label(data.x)}", caption)
     ax = fig.add_subplot()
-    for family in data.families() if several else ():
-        sub = plotted[plotted["loss_family"] == family]
+    for family in data.groups() if several else ():
+        sub = plotted[plotted[GROUP] == family]
         if len(sub) < 2:
             continue
         fam_front = sub[pareto_front(sub, data.x_col, data.y_col)]
@@ -131,7 +133,7 @@ def page_front(data: ReportData) -> Figure:
             fam_front[data.x_col].to_numpy(float),
             fam_front[data.y_col].to_numpy(float),
             maximised(data.x),
-            color=family_colour(family),
+            color=data.colour(family),
             lw=1.2,
             ls="--",
             alpha=0.8,
@@ -139,7 +141,7 @@ def page_front(data: ReportData) -> Figure:
         )
     fx, fy = front[data.x_col].to_numpy(float), front[data.y_col].to_numpy(float)
     step_front(ax, fx, fy, maximised(data.x), color=FRONT_COLOUR, lw=2.2, zorder=2.5)
-    error_bars(ax, plotted, data.x_col, data.y_col)
+    error_bars(ax, data, plotted, data.x_col, data.y_col)
     scatter(ax, data, plotted, data.x_col, data.y_col)
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.2, zorder=4)
     ax.set_xlabel(metric_label(data.x, unit=True) + axis_hint(data.x, "robust"))
@@ -151,7 +153,9 @@ def page_front(data: ReportData) -> Figure:
         )
     ]
     if several:
-        lines.insert(0, Line2D([], [], color="0.4", lw=1.2, ls="--", label="front of a family"))
+        lines.insert(
+            0, Line2D([], [], color="0.4", lw=1.2, ls="--", label=f"front of a {data.group_title}")
+        )
     handles = legend_handles(data, lines)
     add_legend(fig, handles)
     texts = [_point_label(front.iloc[i], data.varying) for i in labelled]

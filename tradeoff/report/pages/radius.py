@@ -61,7 +61,7 @@ def page_radius(data: ReportData) -> Figure:
         )
         return fig
     grid = np.linspace(0.0, top, 400)
-    styles = run_styles(runs)
+    styles = run_styles(data, runs)
     for _, row in runs.iterrows():
         certs = data.certificates.get(row["run_id"])
         if certs is None:

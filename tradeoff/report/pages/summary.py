@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..data import ReportData
+from ..data import GROUP, ReportData
 from ..frame import hypervolume, maximised
 from ..labels import metric_label, number, wrap
 from ..layout import Page, new_page
@@ -58,8 +58,8 @@ def page_summary(data: ReportData) -> Figure:
     ax.set_axis_off()
     runs, plotted, front = data.runs, data.plotted, data.front
     seeds = runs["seeds"] if "seeds" in runs else pd.Series(1, index=runs.index)
-    by_family = seeds.groupby(runs["loss_family"]).sum()
-    counts = ", ".join(f"{f} {by_family[f]}" for f in data.families() if f in by_family)
+    by_family = seeds.groupby(runs[GROUP]).sum()
+    counts = ", ".join(f"{f} {by_family[f]}" for f in data.groups() if f in by_family)
     per_experiment = ""
     if len(data.experiments) > 1:
         by_exp = seeds.groupby(runs["experiment"]).sum()
@@ -73,10 +73,10 @@ def page_summary(data: ReportData) -> Figure:
     best_acc = plotted.loc[plotted[data.y_col].astype(float).idxmax()]
     x_values = plotted[data.x_col].astype(float)
     best_rob = plotted.loc[x_values.idxmax() if maximised(data.x) else x_values.idxmin()]
-    front_fams = front["loss_family"].value_counts()
+    front_fams = front[GROUP].value_counts()
     hv_family = []
-    for family in data.families():
-        sub = plotted[plotted["loss_family"] == family]
+    for family in data.groups():
+        sub = plotted[plotted[GROUP] == family]
         if len(sub):
             hv_family.append(
                 f"{family} {hypervolume(sub, data.x_col, data.y_col, data.reference):.4f}"
@@ -130,7 +130,7 @@ def page_summary(data: ReportData) -> Figure:
         (
             "Pareto front",
             f"{len(front)} of {len(plotted)} {unit} ("
-            + ", ".join(f"{f} {front_fams[f]}" for f in data.families() if f in front_fams)
+            + ", ".join(f"{f} {front_fams[f]}" for f in data.groups() if f in front_fams)
             + ")",
         ),
         ("Most accurate run", _run_line(best_acc, data)),
@@ -145,7 +145,12 @@ def page_summary(data: ReportData) -> Figure:
             "certificate, zero accuracy). Higher is better; comparable only between reports "
             "with the same metrics and reference point.",
         ),
-        *([("Per family", "hypervolume " + ", ".join(hv_family))] if len(hv_family) > 1 else []),
+        *([_per_group(data)] if data.by else []),
+        *(
+            [("Per family", "hypervolume " + ", ".join(hv_family))]
+            if len(hv_family) > 1 and not data.by
+            else []
+        ),
         *([_all_objectives(data)] if data.z else []),
         ("Bound tightness", _tightness(runs)),
         ("Runs started", span),
@@ -176,6 +181,33 @@ def page_summary(data: ReportData) -> Figure:
         rows.append(("Degenerate runs", "\n".join(lines)))
     _key_values(ax, rows)
     return fig
+
+
+def _per_group(data: ReportData) -> tuple[str, str]:
+    """One line per `--by` group: its best of each objective, its front's hypervolume and, where
+    logged, its median training speed and peak memory (what an equal budget cannot show)."""
+    plotted = data.plotted
+    lines = []
+    for group in data.groups():
+        sub = plotted[plotted[GROUP] == group]
+        if sub.empty:
+            continue
+        x = sub[data.x_col].astype(float)
+        best_x = x.max() if maximised(data.x) else x.min()
+        line = (
+            f"{group}: best {metric_label(data.y)} {sub[data.y_col].astype(float).max():.4g}, "
+            f"best {metric_label(data.x)} {best_x:.4g}, hypervolume "
+            f"{hypervolume(sub, data.x_col, data.y_col, data.reference):.4f} ({len(sub)} runs)"
+        )
+        for metric, unit in (
+            ("train/images_per_second", "images/s"),
+            ("train/peak_memory_mb", "MiB peak"),
+        ):
+            column = f"metrics.{metric}"
+            if column in sub and sub[column].notna().any():
+                line += f", {sub[column].astype(float).median():.4g} {unit}"
+        lines.append(line)
+    return f"Per {data.by}", "\n".join(lines)
 
 
 def _all_objectives(data: ReportData) -> tuple[str, str]:
