@@ -154,7 +154,8 @@ def page_front(data: ReportData) -> Figure:
     ]
     if several:
         lines.insert(
-            0, Line2D([], [], color="0.4", lw=1.2, ls="--", label=f"front of a {data.group_title}")
+            0,
+            Line2D([], [], color="0.4", lw=1.2, ls="--", label=f"front of a {data.by or 'family'}"),
         )
     handles = legend_handles(data, lines)
     add_legend(fig, handles)
