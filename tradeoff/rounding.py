@@ -14,10 +14,11 @@ x, where f̂ is the forward pass as computed and f the exact map whose Lipschitz
 - elementwise functions (tanh, softsign, sigmoid) are taken to be within 8u of their value
   (twice the 2 ulp the CUDA and SLEEF implementations promise); sorting, max, ReLU and
   padding are exact;
-- a Fourier transform of length N = Π r (SOC's and LOT's grids have prime factors r ≤ 5, so
-  the FFT libraries run radix-2/3/4/5 passes) is taken to be within Σ_r 2·(3r^1.5 + 6)·u of
-  its value, relative, in the 2-norm: twice the bound of one radix-r pass (a butterfly of r
-  complex products, √2·γ_2r·√r, and its twiddle factors), as for the elementwise functions.
+- a Fourier transform of length N = Π r (the FFT libraries run one radix-r pass per prime
+  factor r ≤ 11; LOT's grids have r ≤ 5, the Cayley and sandwich layers' the input's own) is
+  taken to be within Σ_r 2·(3r^1.5 + 6)·u of its value, relative, in the 2-norm: twice the
+  bound of one radix-r pass (a butterfly of r complex products, √2·γ_2r·√r, and its twiddle
+  factors), as for the elementwise functions.
 
 The leaves after a leaf pass its error on at most their Lipschitz bound, and the input of
 each leaf is at most its exact zero-input output plus the Lipschitz bound of the leaves before
@@ -289,23 +290,27 @@ def _soc_error(layer: soc.SOCConv2d, x: torch.Tensor, out: torch.Tensor) -> tupl
     return (s + u * (p + s)) * (1 + REL_SLACK), u * _bias_norm(layer, out, layer.out_channels)
 
 
-def _fft_error(grid: tuple[int, ...], u: float) -> float:
-    """Relative 2-norm error of a (real) FFT on `grid`: the module docstring's model, with one
-    radix-2 pass more per axis for the real-to-complex step and u for irfft's 1/N."""
-    per_pass = {2: 3 * 2**1.5 + 6, 3: 3 * 3**1.5 + 6, 5: 3 * 5**1.5 + 6}
+def fft_error(grid: tuple[int, ...], u: float) -> float:
+    """ε with ‖fl(FFT(x)) − FFT(x)‖ ≤ ε‖FFT(x)‖ (2-norm) for a real FFT or its inverse over
+    axes of `grid` at unit roundoff u: the module docstring's model, one radix-r pass per prime
+    factor r of each axis (pocketfft, MKL and cuFFT have passes for r ≤ 11), one radix-2 pass
+    more per axis for the real-to-complex step, and u for the inverse's 1/N. Longer prime
+    factors (Bluestein's algorithm) raise PrecisionError."""
     total = 1.0
     for n in grid:
-        eps, m = per_pass[2], int(n)
-        for r in (2, 3, 5):
+        passes, m, r = [2], int(n), 2
+        while m > 1:
             while m % r == 0:
-                eps, m = eps + per_pass[r], m // r
-        if m != 1:
+                passes.append(r)
+                m //= r
+            r += 1
+        if max(passes) > 11:
             raise PrecisionError(
-                f"tradeoff.rounding: an FFT of length {n} (a prime factor above 5) is not "
-                "modelled; use tradeoff.nn.lot.fast_length grids"
+                f"tradeoff.rounding: an FFT of length {n} (prime factor {max(passes)} > 11) is "
+                "not modelled; use input sizes whose prime factors are at most 11"
             )
-        total *= 1 + 2 * eps * u
-    return (total - 1) + u
+        total *= 1 + 2 * u * sum(3 * p**1.5 + 6 for p in passes)
+    return total - 1 + u
 
 
 def _lot_error(layer: lot.LOTConv2d, x: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
@@ -318,7 +323,7 @@ def _lot_error(layer: lot.LOTConv2d, x: torch.Tensor, out: torch.Tensor) -> tupl
     m = spectral_norm(spectrum)
     frobenius = float(torch.linalg.matrix_norm(spectrum.to(torch.complex128)).max())
     size = soc.folded_size(tuple(x.shape[-2:]), layer.stride)
-    f = _fft_error(layer.grid(size), u)
+    f = fft_error(layer.grid(size), u)
     c = math.sqrt(2) * _dot(2 * spectrum.shape[-1], dtype, device, "matmul")
     product = m * f + c * frobenius * (1 + f)
     computed = m + product

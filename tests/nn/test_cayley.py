@@ -11,10 +11,10 @@ from tradeoff.nn.cayley import (
     apply_blocks,
     cayley,
     cayley_linear,
-    fft_roundoff,
     fourier_norm,
     strided,
 )
+from tradeoff.rounding import PrecisionError, fft_error
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (7, 3), (3, 7)])
@@ -78,6 +78,7 @@ def test_cayley_linear_is_a_plain_linear_with_an_orthogonal_weight():
 
 
 def test_fft_rounding_model_refuses_lengths_it_does_not_cover():
-    assert 0 < fft_roundoff((28, 28), 2.0**-24) < 1e-3
-    with pytest.raises(ValueError, match="prime factor 13"):
-        fft_roundoff((26,), 2.0**-24)
+    assert 0 < fft_error((28, 28), 2.0**-24) < 1e-3
+    assert fft_error((7,), 2.0**-24) > fft_error((8,), 2.0**-24)  # radix-7 pass costs more
+    with pytest.raises(PrecisionError, match="prime factor 13"):
+        fft_error((26,), 2.0**-24)

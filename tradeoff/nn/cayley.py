@@ -34,7 +34,6 @@ __all__ = [
     "FourierConv2d",
     "cayley",
     "cayley_linear",
-    "fft_roundoff",
     "strided",
 ]
 
@@ -138,31 +137,6 @@ def spatial_kernel(blocks: torch.Tensor, size: tuple[int, int]) -> tuple[torch.T
     return kernel, (ph, pw)
 
 
-def fft_roundoff(size: tuple[int, ...], u: float) -> float:
-    """ε with ‖fl(FFT(x)) − FFT(x)‖ ≤ ε‖FFT(x)‖ (2-norm) for a real FFT or its inverse over
-    axes of `size` at unit roundoff u. An axis of length N = Π r runs one radix-r pass per
-    prime factor (pocketfft, MKL and cuFFT have passes for r ≤ 11), plus a radix-2 pass for
-    the real-to-complex step; a radix-r pass (r complex products per output and its twiddle
-    factors) is within (3r^1.5 + 6)·u, taken twice as for the elementwise functions of
-    `tradeoff.rounding`; u more for the inverse's 1/N. Longer prime factors (Bluestein's
-    algorithm) are refused."""
-    total = 1.0
-    for n in size:
-        passes, m, r = [2], int(n), 2
-        while m > 1:
-            while m % r == 0:
-                passes.append(r)
-                m //= r
-            r += 1
-        if max(passes) > 11:
-            raise ValueError(
-                f"an FFT of length {n} (prime factor {max(passes)} > 11) has no rounding model "
-                "here; use input sizes whose prime factors are at most 11"
-            )
-        total *= 1 + 2 * u * sum(3 * p**1.5 + 6 for p in passes)
-    return total - 1 + u
-
-
 def abs_norm(blocks: torch.Tensor) -> float:
     """max over blocks of ‖|Q(ν)|‖₂ (entrywise modulus), in float64: the componentwise
     rounding bounds of products scale with it."""
@@ -175,12 +149,12 @@ def fourier_stage_error(
     """(r, R): `apply_blocks(blocks, x)` as computed is within r·‖x‖ of the exact map, and
     R ≥ ‖the map‖: rfft2, the complex products (a sum of 2·in real products per entry, √2 for
     the modulus) and irfft2, each relative to what it is applied to."""
-    from ..rounding import _dot  # the float32 product settings live there
+    from ..rounding import _dot, fft_error  # the float32 product model lives there
 
     big = abs_norm(blocks)
     terms = 2 * blocks.shape[-1]
     c = math.sqrt(2) * _dot(terms, weight.dtype, weight.device, "matmul")
-    eps = fft_roundoff(size, u)
+    eps = fft_error(size, u)
     return big * ((1 + eps) ** 2 * (1 + c) - 1), big
 
 
