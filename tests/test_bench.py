@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from tradeoff.bench.layer_families import bench_families
+from tradeoff.bench.memory import saved_for_backward_bytes
 from tradeoff.bench.models import (
     LIPCONVNET_VARIANTS,
     PLAIN_MODULES,
@@ -23,8 +26,9 @@ from tradeoff.bench.models import (
     check_equivalent,
     torchlip_status,
 )
+from tradeoff.bench.sections import Settings
 from tradeoff.bench.timing import Case, interleaved
-from tradeoff.nn import native
+from tradeoff.nn import families, native
 
 MODEL_WHATS = ("train step", "eval forward")
 SWEEP_PIECES = (
@@ -48,6 +52,7 @@ SWEEP_PIECES = (
 def _expected_rows() -> set[tuple[str, str, str]]:
     rows = {("seed_conv", v, w) for v in SEED_CONV_VARIANTS for w in MODEL_WHATS}
     rows |= {("lipconvnet", v, w) for v in LIPCONVNET_VARIANTS for w in MODEL_WHATS}
+    rows |= {("families", v, w) for v in families.names() for w in MODEL_WHATS}
     rows |= {("certificates", v, "forward") for v in ("plain", "spectral", "aol")}
     rows |= {("certificates", v, "forward + certificates") for v in ("spectral", "aol")}
     rows |= {("sweep", "job", w) for w in ("overhead", "overhead, first job", "fit (training)")}
@@ -95,7 +100,7 @@ def test_quick_run_writes_every_row(quick_run):
             continue
         assert r["n"] >= 1
         assert 0 <= r["min_ms"] <= r["median_ms"] <= r["max_ms"] < math.inf
-        if key[0] in ("seed_conv", "lipconvnet", "certificates"):
+        if key[0] in ("seed_conv", "lipconvnet", "families", "certificates"):
             assert r["ratio_to_plain"] > 0
         if key[1] == "plain":
             assert r["ratio_to_plain"] == pytest.approx(1.0)
@@ -145,6 +150,85 @@ def test_quick_run_with_bf16_autocast(tmp_path):
             assert r["median_ms"] is None and "not" in r["note"]
         else:
             assert math.isfinite(r["median_ms"]) and r["median_ms"] > 0
+
+
+def _families_rows(doc: dict) -> dict[tuple[str, str], dict]:
+    return {(r["name"], r["what"]): r for r in doc["rows"] if r["section"] == "families"}
+
+
+@pytest.mark.slow
+def test_every_registered_family_is_timed_against_the_plain_convnet(quick_run):
+    """The families section: each family of `families.names()` on the tiny convnet, with its
+    time, ratio to the plain twin, parameters and memory (none skipped at this shape)."""
+    doc, proc = quick_run
+    rows = _families_rows(doc)
+    assert doc["settings"]["convnet"] == {"size": "xs", "width": 4, "depth": 1, "blocks": None}
+    assert "families: convnet size xs, width 4, depth 1" in proc.stdout
+    for family in families.names():
+        train, forward = rows[(family, "train step")], rows[(family, "eval forward")]
+        for row in (train, forward):
+            assert 0 < row["median_ms"] < math.inf and row["ratio_to_plain"] > 0
+            assert row["params"] > 0 and row["saved_mib"] > 0 and row["peak_mib"] is None
+        assert f"{train['params']:,} params; saved for backward" in train["note"]
+        assert re.search(rf"^families +{family} +train step +[\d.,]+ ", proc.stdout, re.M)
+    assert rows[("plain", "train step")]["ratio_to_plain"] == pytest.approx(1.0)
+    # The constraints keep the plain convnet's parameters, save for the families that add
+    # their own (sll's and sandwich's per-channel scales, soc's dense exponential head).
+    plain = rows[("plain", "train step")]["params"]
+    assert rows[("aol", "train step")]["params"] == plain
+    assert rows[("spectral", "train step")]["params"] == plain
+
+
+@pytest.fixture
+def odd_kernels_only():
+    """A registered family whose convolutions take odd kernels only (as soc's and lot's
+    geometry checks refuse even ones), removed again after the test."""
+
+    def conv(c_in, c_out, kernel_size, stride, input_size):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={kernel_size} is even; this family takes odd kernels")
+        return families.conv("aol", c_in, c_out, kernel_size, stride, input_size)
+
+    name = "odd_kernels_only"
+    families.register(
+        families.LayerFamily(
+            name=name, conv=conv, linear=lambda i, o, bias: families.linear("aol", i, o, bias)
+        )
+    )
+    yield name
+    families._FAMILIES.pop(name)
+
+
+def test_a_family_that_cannot_build_is_listed_as_skipped(odd_kernels_only):
+    """convnet's 2×2 downsamplings are refused by the family: its rows say why, untimed, and
+    every other family is timed beside it."""
+    s = Settings(
+        device=torch.device("cpu"),
+        warmup=0,
+        repeats={"families": 1},
+        batch=2,
+        convnet={"size": "xs", "width": 2, "depth": 1, "blocks": 1},
+    )
+    rows = {(r.name, r.what): r for r in bench_families(s)}
+    assert {name for name, _ in rows} == set(families.names())
+    for what in MODEL_WHATS:
+        skipped = rows[(odd_kernels_only, what)]
+        assert skipped.median_ms is None and skipped.ratio_to_plain is None
+        assert skipped.note == (
+            "skipped: ValueError: kernel_size=2 is even; this family takes odd kernels"
+        )
+    timed = [r for (name, _), r in rows.items() if name != odd_kernels_only]
+    assert all(r.median_ms > 0 and r.ratio_to_plain > 0 for r in timed)
+
+
+def test_saved_for_backward_counts_each_storage_once():
+    w = torch.ones(4, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.ones(3, 4, dtype=torch.float64)
+
+    def step() -> None:
+        (x @ w @ w).sum().backward()  # w saved twice, x and x @ w once each
+
+    assert saved_for_backward_bytes(step) == (16 + 12 + 12) * 8
 
 
 def test_plain_seed_conv_is_the_unconstrained_twin():
@@ -201,6 +285,8 @@ def test_help_lists_the_options(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     for option in (
+        "--size",
+        "--convnet-width",
         "--device",
         "--bf16",
         "--threads",

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 from ..allocator import tune_allocator
+from ..zoo import CONVNET_WIDTHS
+from .layer_families import bench_families
 from .models import LIPCONVNET_VARIANTS, SEED_CONV_VARIANTS, torchlip_status
 from .report import Row, check_targets, format_table, machine_info, write_json
 from .sections import SECTIONS, Settings, bench_certificates, bench_model, bench_sweep
@@ -19,8 +21,12 @@ __all__ = ["main", "parser"]
 
 # Repetitions per section (full run / --quick): a seed_conv round is cheap, a lipconvnet round
 # is not, a sweep "repetition" is a whole job.
-REPEATS = {"seed_conv": 20, "lipconvnet": 5, "certificates": 10, "sweep": 3}
-QUICK_REPEATS = {"seed_conv": 2, "lipconvnet": 1, "certificates": 2, "sweep": 1}
+REPEATS = {"seed_conv": 20, "lipconvnet": 5, "families": 5, "certificates": 10, "sweep": 3}
+QUICK_REPEATS = {"seed_conv": 2, "lipconvnet": 1, "families": 1, "certificates": 2, "sweep": 1}
+# The families section's convnet: xs at depth 1 to a 1×1 map (five blocks on 28×28), which
+# every family builds and a 2-core CPU times in minutes; --quick: width 4.
+CONVNET = {"size": "xs", "width": None, "depth": 1, "blocks": None}
+QUICK_CONVNET = {"size": "xs", "width": 4, "depth": 1, "blocks": None}
 
 
 def _sections(text: str) -> list[str]:
@@ -57,6 +63,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="lipconvnet width (default 32)")
     p.add_argument("--depth", type=int, help="lipconvnet convolutions per stage (default 2)")
     p.add_argument("--stages", type=int, help="lipconvnet downsamplings (default 3)")
+    p.add_argument(
+        "--size",
+        choices=tuple(CONVNET_WIDTHS),
+        help="families: convnet size, base width "
+        + ", ".join(f"{k} {v}" for k, v in CONVNET_WIDTHS.items())
+        + " (default xs)",
+    )
+    p.add_argument("--convnet-width", type=int, help="families: convnet width (default: size's)")
+    p.add_argument("--convnet-depth", type=int, help="families: convs per block (default 1)")
+    p.add_argument(
+        "--convnet-blocks", type=int, help="families: blocks (default: down to a 1×1 map)"
+    )
     p.add_argument("--cert-samples", type=int, help="samples certified (default 10000)")
     p.add_argument("--cert-batch", type=int, help="eval batch for certificates (default 2048)")
     p.add_argument(
@@ -97,12 +115,15 @@ def _settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Settings:
         "depth",
         "cert_samples",
         "cert_batch",
+        "convnet_width",
+        "convnet_depth",
     ):
         value = getattr(a, key)
         if value is not None and value < (0 if key == "warmup" else 1):
             p.error(f"--{key.replace('_', '-')} must be >= {0 if key == 'warmup' else 1}")
-    if a.stages is not None and a.stages < 0:
-        p.error("--stages must be >= 0")
+    for key in ("stages", "convnet_blocks"):
+        if getattr(a, key) is not None and getattr(a, key) < 0:
+            p.error(f"--{key.replace('_', '-')} must be >= 0")
     q = a.quick
 
     def pick(value: int | None, full: int, quick: int) -> int:
@@ -121,10 +142,29 @@ def _settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Settings:
             "depth": pick(a.depth, 2, 1),
             "stages": pick(a.stages, 3, 1),
         },
+        convnet=_convnet(a, QUICK_CONVNET if q else CONVNET),
         cert_samples=pick(a.cert_samples, 10_000, 64),
         cert_batch=pick(a.cert_batch, 2048, 32),
         quick=q,
     )
+
+
+def _convnet(a: argparse.Namespace, defaults: dict[str, object]) -> dict[str, object]:
+    """The families section's convnet options: those given on the command line, else defaults."""
+    given = {
+        "size": a.size,
+        "width": a.convnet_width,
+        "depth": a.convnet_depth,
+        "blocks": a.convnet_blocks,
+    }
+    return {k: v if v is not None else defaults[k] for k, v in given.items()}
+
+
+def _convnet_text(options: dict[str, object]) -> str:
+    """The families section's convnet in words, for the printed header."""
+    width = options["width"] or f"{CONVNET_WIDTHS[str(options['size'])]} (the size's)"
+    blocks = options["blocks"] if options["blocks"] is not None else "down to 1×1"
+    return f"size {options['size']}, width {width}, depth {options['depth']}, blocks {blocks}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             rows += bench_model(
                 section, LIPCONVNET_VARIANTS, (3, 32, 32), s, torchlip, **s.lipconvnet
             )
+        elif section == "families":
+            rows += bench_families(s)
         elif section == "certificates":
             rows += bench_certificates(s)
         elif section == "sweep":
@@ -187,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
             f"lipconvnet: width {lc['width']}, depth {lc['depth']}, stages {lc['stages']}, "
             "3×32×32; seed_conv: 1×28×28"
         )
+    if "families" in a.only:
+        print(f"families: convnet {_convnet_text(s.convnet)}, 1×28×28, every registered family")
     print()
     print(format_table(rows))
     print()
@@ -204,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             "repeats": s.repeats,
             "batch": s.batch,
             "lipconvnet": s.lipconvnet,
+            "convnet": s.convnet,
             "cert_samples": s.cert_samples,
             "cert_batch": s.cert_batch,
             "quick": s.quick,

@@ -23,7 +23,8 @@ __all__ = ["Row", "check_targets", "format_table", "machine_info", "write_json"]
 class Row:
     """One measurement. `ratio_to_plain` is against the unconstrained network doing the same
     thing (None where there is none); `ratio_to_forward` (certificates only) is against the
-    same model's forward pass without certificates."""
+    same model's forward pass without certificates. `params`, `saved_mib` (what autograd
+    saves for backward) and `peak_mib` (CUDA only) describe a model's training step."""
 
     section: str
     name: str
@@ -35,6 +36,9 @@ class Row:
     ratio_to_plain: float | None = None
     ratio_to_forward: float | None = None
     note: str = ""
+    params: int | None = None
+    saved_mib: float | None = None
+    peak_mib: float | None = None
 
     @classmethod
     def measured(cls, section: str, name: str, what: str, stats: Stats, note: str = "") -> Row:

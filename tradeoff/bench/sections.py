@@ -1,5 +1,6 @@
-"""The four measurements of `tradeoff-bench`: two models' training steps and eval forwards,
-certificates against the plain forward pass, and the overhead of one sweep job."""
+"""The measurements of `tradeoff-bench`: two models' training steps and eval forwards,
+certificates against the plain forward pass, and the overhead of one sweep job (the layer
+families on `convnet`: `layer_families.py`)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,18 @@ from .models import PLAIN_GS2, TORCHLIP, check_equivalent, each_variant, split_v
 from .report import Row
 from .timing import Case, Stats, interleaved
 
-__all__ = ["Settings", "bench_certificates", "bench_model", "bench_sweep"]
+__all__ = [
+    "SECTIONS",
+    "Settings",
+    "bench_certificates",
+    "bench_model",
+    "bench_sweep",
+    "eval_forward",
+    "rows_against_plain",
+    "train_step",
+]
 
-SECTIONS = ("seed_conv", "lipconvnet", "certificates", "sweep")
+SECTIONS = ("seed_conv", "lipconvnet", "families", "certificates", "sweep")
 
 
 @dataclass
@@ -39,6 +49,7 @@ class Settings:
     repeats: dict[str, int] = field(default_factory=dict)
     batch: int = 256
     lipconvnet: dict[str, int] = field(default_factory=dict)
+    convnet: dict[str, Any] = field(default_factory=dict)
     cert_samples: int = 10_000
     cert_batch: int = 2048
     quick: bool = False
@@ -76,7 +87,7 @@ def _missing(variant: str, torchlip: tuple[bool, str]) -> str | None:
     return None
 
 
-def _train_step(
+def train_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings
 ) -> Callable[[], None]:
     """Forward, cross-entropy, backward and an Adam step, as in `tradeoff.loop.train_epoch`."""
@@ -93,7 +104,7 @@ def _train_step(
     return step
 
 
-def _eval_forward(model: nn.Module, x: torch.Tensor, s: Settings) -> Callable[[], None]:
+def eval_forward(model: nn.Module, x: torch.Tensor, s: Settings) -> Callable[[], None]:
     """One forward pass in eval mode without autograd (weights unchanged between calls)."""
     model.eval()
 
@@ -129,31 +140,45 @@ def bench_model(
     others = {v: m for v, m in evals.items() if v != "plain"}
     probe = torch.rand((2, *input_shape), generator=gen)
     s.checks[section] = check_equivalent(evals["plain"], others, probe)
-    whats = ("train step", "eval forward")
     cases: list[Case] = []
     for variant, make in factories.items():
         accelerator = split_variant(variant)[1]
-        train = _train_step(make().to(device), x, y, s)
-        forward = _eval_forward(evals[variant].to(device), x, s)
+        train = train_step(make().to(device), x, y, s)
+        forward = eval_forward(evals[variant].to(device), x, s)
         cases.append(Case(f"{variant}|train step", _limited(accelerator, train)))
         cases.append(Case(f"{variant}|eval forward", _limited(accelerator, forward)))
     samples = interleaved(cases, repeats=s.repeats[section], warmup=s.warmup, device=device)
+    rows = rows_against_plain(section, variants, samples, missing)
+    for row in rows:
+        if row.median_ms is None:
+            continue
+        twin = _gs2_twin(row.name, samples, row.what)
+        if row.name == TORCHLIP:
+            row.note = f"deel-torchlip {torchlip[1]}"
+        elif twin is not None:
+            # What the weight constraints alone cost: against the same activations.
+            gs2 = Stats.of(samples[f"{twin}|{row.what}"]).median_ms
+            row.note = f"{row.median_ms / gs2:.2f}× {twin}"
+    return rows
+
+
+def rows_against_plain(
+    section: str,
+    variants: Sequence[str],
+    samples: dict[str, list[float]],
+    untimed: dict[str, str],
+) -> list[Row]:
+    """The train-step rows, then the eval-forward rows, of every variant in order, with their
+    ratio to "plain"; a variant in `untimed` gets a row with the reason as its note instead."""
     rows: list[Row] = []
-    for what in whats:
+    for what in ("train step", "eval forward"):
         plain = Stats.of(samples[f"plain|{what}"]).median_ms
         for variant in variants:
-            if variant in missing:
-                rows.append(Row(section, variant, what, note=missing[variant]))
+            if variant in untimed:
+                rows.append(Row(section, variant, what, note=untimed[variant]))
                 continue
             row = Row.measured(section, variant, what, Stats.of(samples[f"{variant}|{what}"]))
-            row.ratio_to_plain = row.median_ms / plain if row.median_ms is not None else None
-            twin = _gs2_twin(variant, samples, what)
-            if variant == TORCHLIP:
-                row.note = f"deel-torchlip {torchlip[1]}"
-            elif twin is not None:
-                # What the weight constraints alone cost: against the same activations.
-                gs2 = Stats.of(samples[f"{twin}|{what}"]).median_ms
-                row.note = f"{row.median_ms / gs2:.2f}× {twin}"
+            row.ratio_to_plain = row.median_ms / plain
             rows.append(row)
     return rows
 
