@@ -23,9 +23,9 @@ __all__ = ["main", "parser"]
 # is not, a sweep "repetition" is a whole job.
 REPEATS = {"seed_conv": 20, "lipconvnet": 5, "families": 5, "certificates": 10, "sweep": 3}
 QUICK_REPEATS = {"seed_conv": 2, "lipconvnet": 1, "families": 1, "certificates": 2, "sweep": 1}
-# The families section's convnet: xs at depth 1 to a 1×1 map (five blocks on 28×28), which
-# every family builds and a 2-core CPU times in minutes; --quick: width 4.
-CONVNET = {"size": "xs", "width": None, "depth": 1, "blocks": None}
+# The families section's convnet: width 8 (as layers_compared), depth 1, down to a 1×1 map (five
+# blocks on 28×28), which every family builds and a 2-core CPU times in minutes; --quick: width 4.
+CONVNET = {"size": "xs", "width": 8, "depth": 1, "blocks": None}
 QUICK_CONVNET = {"size": "xs", "width": 4, "depth": 1, "blocks": None}
 
 
@@ -70,7 +70,11 @@ def parser() -> argparse.ArgumentParser:
         + ", ".join(f"{k} {v}" for k, v in CONVNET_WIDTHS.items())
         + " (default xs)",
     )
-    p.add_argument("--convnet-width", type=int, help="families: convnet width (default: size's)")
+    p.add_argument(
+        "--convnet-width",
+        type=int,
+        help="families: convnet width (default 8; with --size, the size's)",
+    )
     p.add_argument("--convnet-depth", type=int, help="families: convs per block (default 1)")
     p.add_argument(
         "--convnet-blocks", type=int, help="families: blocks (default: down to a 1×1 map)"
@@ -150,7 +154,10 @@ def _settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Settings:
 
 
 def _convnet(a: argparse.Namespace, defaults: dict[str, object]) -> dict[str, object]:
-    """The families section's convnet options: those given on the command line, else defaults."""
+    """The families section's convnet options: those given on the command line, else defaults
+    (a --size given without --convnet-width takes the size's base width)."""
+    if a.size is not None:
+        defaults = {**defaults, "width": None}
     given = {
         "size": a.size,
         "width": a.convnet_width,
