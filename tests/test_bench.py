@@ -278,6 +278,22 @@ def test_unknown_section_is_refused(capsys):
     assert "nope" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--convnet-width", "0"], "--convnet-width must be >= 1"),
+        (["--convnet-blocks", "-1"], "--convnet-blocks must be >= 0"),
+        (["--size", "xl"], "invalid choice: 'xl'"),
+    ],
+)
+def test_bad_convnet_options_are_refused(capsys, args, message):
+    from tradeoff.bench import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--only", "families", *args])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_help_lists_the_options(capsys):
     from tradeoff.bench import main
 
