@@ -104,7 +104,8 @@ def test_a_tiny_layers_compared_runs_and_reports_by_layer(tmp_path):
     assert set(jobs["params.schedule.name"]) == {"onecycle"}
     assert {float(v) for v in jobs["params.loss.tau"]} == {3.0}
 
-    report = _cli(["tradeoff-report", "layers_compared", "--by", "model.layer"], tmp_path)
+    # The sweep's group_by tags the experiment: the report groups by layer without --by.
+    report = _cli(["tradeoff-report", "layers_compared"], tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     pdf = tmp_path / "reports" / "layers_compared.pdf"
     assert pdf.stat().st_size > 0

@@ -86,6 +86,7 @@ ADHOC_DESCRIPTION = (
 # training switch instead, so links to it say workflowType=machine_learning (runs_page).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 NOTE = "mlflow.note.content"  # the description MLflow shows for an experiment or a run
+GROUP_BY = "tradeoff.group_by"  # experiment tag: the param its report groups runs by
 RESUMED = "tradeoff.resumed"  # how often a job run went on from a checkpoint
 
 T = TypeVar("T")
@@ -201,15 +202,19 @@ def ensure_experiment(
     description: str | None = None,
     *,
     default_description: str | None = None,
+    group_by: str | None = None,
 ) -> str:
     """Id of experiment `name`, created if missing (restored if deleted), tagged as model
-    training; `description` becomes its note, `default_description` only when it has none.
+    training; `description` becomes its note, `default_description` only when it has none,
+    and `group_by` the param its report groups runs by (tag GROUP_BY).
 
     Tags are written only when they differ, so the jobs of a sweep add no store writes.
     """
     tags = dict(EXPERIMENT_KIND)
     if description:
         tags[NOTE] = description
+    if group_by:
+        tags[GROUP_BY] = group_by
     exp = with_retries(client.get_experiment_by_name, name)
     if exp is None:
         if default_description and NOTE not in tags:
@@ -238,6 +243,7 @@ def open_experiment(client: MlflowClient, cfg: DictConfig) -> str:
         experiment_name(cfg),
         sweep.get("description"),
         default_description=None if sweep.get("name") else ADHOC_DESCRIPTION,
+        group_by=sweep.get("group_by"),
     )
 
 

@@ -400,3 +400,23 @@ def test_parent_restricts_the_report_to_one_sweep(digits_sweep, tmp_path):
     assert set(mine["run_id"]) < set(runs["run_id"])
     pdf = build_report("quick", tmp_path / "one.pdf", tracking_uri=uri, parent=sweep_parent)
     assert pdf.exists()
+
+
+def test_the_sweeps_group_by_is_the_reports_default_and_by_overrides_it(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tradeoff.report.frame import select_runs
+    from tradeoff.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    grouped = ensure_experiment(client, "grouped", "by layer", group_by="model.layer")
+    plain = ensure_experiment(client, "plain", "by loss")
+    for exp in (grouped, plain):
+        sweep = client.create_run(exp, tags={"tradeoff.role": "sweep"}).info.run_id
+        for i, t in enumerate((1, 10)):
+            _job(client, exp, sweep, "tau_cce", {"tau": t}, seed=i)
+    assert select_runs("grouped", uri).group_by == "model.layer"
+    assert select_runs("plain", uri).group_by is None
+    assert select_runs(["grouped", "plain"], uri).group_by is None  # they disagree
+    assert select_runs(["grouped", "grouped"], uri).group_by == "model.layer"

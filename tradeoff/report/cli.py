@@ -5,7 +5,8 @@ tradeoff-report tau_grid hkr_grid --out reports/losses.pdf
 tradeoff-report quick --parent 3f2a... --x test/cra_eps_0.5
 tradeoff-report optuna_pareto --z train/seconds  # the hypervolume of three objectives
 tradeoff-report fashion_front seed_table --where data.name=fashion_mnist
-tradeoff-report layers_compared --by model.layer  # groups, colours and fronts per layer family
+tradeoff-report layers_compared                # grouped by layer family (its sweep.group_by)
+tradeoff-report tau_grid --by optim.lr         # groups, colours and fronts per learning rate
 
 The three files also become artifacts (`report/`) of the sweep parent runs of the runs drawn.
 """
@@ -96,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         "--by",
         metavar="PARAM",
         help="group the runs by this config param instead of the loss family, e.g. "
-        "model.layer: its values colour the points, get a front each and title the legends",
+        "model.layer: its values colour the points, get a front each and title the legends "
+        "(default: the param the experiments' sweeps name in sweep.group_by, else the loss "
+        "family)",
     )
     parser.add_argument(
         "--include-degenerate",

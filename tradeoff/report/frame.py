@@ -90,6 +90,8 @@ class RunSelection:
     # FINISHED runs tagged degenerate (robust by doing nothing), left out of `runs` unless
     # asked for; their reason is in the column `degenerate`.
     degenerate: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The param the experiments' sweeps group their runs by (`sweep.group_by`), when they agree.
+    group_by: str | None = None
 
 
 # -- store access ------------------------------------------------------------------------------
@@ -206,10 +208,11 @@ def select_runs(
             )
     uri = _resolve_uri(tracking_uri)
     check_store(uri)
-    from ..tracking import open_client  # imported here: it imports mlflow, slow to import
+    from ..tracking import GROUP_BY, open_client  # imported here: mlflow is slow to import
 
     client = open_client(uri)
     ids: dict[str, str] = {}
+    grouping: set[str | None] = set()
     for name in names:
         exp = client.get_experiment_by_name(name)
         if exp is None or exp.lifecycle_stage == "deleted":
@@ -218,6 +221,7 @@ def select_runs(
             state = "is deleted" if exp is not None else "not found"
             raise ReportError(f"experiment {name!r} {state} in {uri}; experiments there: {hint}")
         ids[name] = exp.experiment_id
+        grouping.add(exp.tags.get(GROUP_BY) or None)
     if parent:
         from mlflow.exceptions import MlflowException
 
@@ -272,7 +276,8 @@ def select_runs(
                     "chance accuracy, or certificates beyond the inputs' diameter); "
                     "--include-degenerate draws them anyway"
                 )
-    return RunSelection(finished, names, uri, parent, not_finished, client, degenerate)
+    group_by = grouping.pop() if len(grouping) == 1 else None
+    return RunSelection(finished, names, uri, parent, not_finished, client, degenerate, group_by)
 
 
 def _warn_mixed_data(runs: pd.DataFrame) -> None:

@@ -186,6 +186,8 @@ def build_report(
 
     `by`: a param (e.g. `model.layer`) whose values colour the runs, get a front each and
     title the legends, instead of the loss family; the cost page then compares those groups.
+    By default the param the experiments' sweeps name (`sweep.group_by`) when they agree,
+    else the loss family.
 
     Raises ReportError for an unknown experiment or parent run, an experiment without
     FINISHED job runs, or a metric no run has; nothing is written then.
@@ -194,6 +196,7 @@ def build_report(
         experiments, tracking_uri, parent, include_degenerate=include_degenerate, where=where
     )
     pdf_path, png_path, csv_path = outputs(Path(out) if out else default_out(selection.experiments))
+    by = by or selection.group_by
     data, table = _report_data(selection, x, y, reference, csv_path.name, z, by)
     try:
         writable_dir(pdf_path.parent, "--out")
